@@ -1,0 +1,310 @@
+"""`smppengine` command line: run, sim, send, check-config, parts, trace, stats.
+
+argparse (stdlib) is enough for a handful of sub-commands; no CLI dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import structlog
+
+from . import logs, text
+from .config import Config, ConfigError, demo_config, load_config
+
+log = structlog.get_logger("smppengine.cli")
+
+EXIT_CONFIG = 2
+DEMO_SMSC_PORT = 2775
+DEMO_CONTROL_PORT = 8775
+DEMO_MQTT_PORT = 1883
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smppengine", description="SMPP carrier-connection engine (MQTT in, SMPP out).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="run the engine (no --config: built-in simulator + embedded broker)")
+    run.add_argument("--config", help="TOML config file (contract §3)")
+    run.add_argument("--store", help="override engine.store (demo default: ./smppengine-demo.db)")
+
+    sim = sub.add_parser("sim", help="run the built-in SMSC simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=DEMO_SMSC_PORT)
+    sim.add_argument("--control-port", type=int, default=DEMO_CONTROL_PORT, help="HTTP control API (0 = off)")
+    sim.add_argument("--system-id", default=None, help="accepted system_id (default: any)")
+    sim.add_argument("--password", default=None)
+    sim.add_argument("--id-format", choices=["hex", "dec"], default="hex")
+    sim.add_argument("--receipt-id-format", choices=["same", "hex", "dec"], default="same")
+    sim.add_argument("--receipt-delay", type=float, default=0.0)
+    sim.add_argument("--receipt-stat", default="DELIVRD")
+    sim.add_argument("--tps-limit", type=float, default=None)
+    sim.add_argument("--no-record", action="store_true", help="do not keep every submit in memory (benchmarks)")
+
+    send = sub.add_parser("send", help="publish one request and follow its status events until final")
+    send.add_argument("--url", default="mqtt://127.0.0.1:1883")
+    send.add_argument("--prefix", default="sms")
+    send.add_argument("--to", required=True)
+    send.add_argument("--text", required=True)
+    send.add_argument("--from", dest="sender")
+    send.add_argument("--id")
+    send.add_argument("--encoding", default="auto")
+    send.add_argument("--no-dlr", action="store_true")
+    send.add_argument("--timeout", type=float, default=60.0)
+
+    chk = sub.add_parser("check-config", help="validate a config file and exit (status 2 when invalid)")
+    chk.add_argument("path")
+
+    parts = sub.add_parser("parts", help="how a text is encoded and how many parts it takes")
+    parts.add_argument("text")
+    parts.add_argument("--encoding", default="auto", choices=list(text.ENCODINGS))
+    parts.add_argument("--concat", default="udh", choices=list(text.CONCAT_METHODS))
+    parts.add_argument("--json", action="store_true")
+
+    for name, helptext in (("trace", "the whole life of one message, from the store"),
+                           ("stats", "queue depth by state and SMSC, and the last hour's outcomes")):
+        c = sub.add_parser(name, help=helptext)
+        if name == "trace":
+            c.add_argument("id")
+        c.add_argument("--config", help="config file (for engine.store)")
+        c.add_argument("--store", help="store path (overrides the config)")
+        c.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "check-config":
+            cfg = load_config(args.path)
+            print(f"{args.path}: OK ({len(cfg.smsc)} SMSC, {len(cfg.route)} routes)")
+            return 0
+        if args.cmd == "parts":
+            return _parts(args)
+        if args.cmd == "run":
+            return _run(args)
+        if args.cmd == "sim":
+            return _sim(args)
+        if args.cmd == "send":
+            return asyncio.run(_send(args))
+        if args.cmd in ("trace", "stats"):
+            return asyncio.run(_inspect(args))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+# ---------------------------------------------------------------------- parts
+def _parts(args: argparse.Namespace) -> int:
+    try:
+        info = text.parts_info(args.text, args.encoding, args.concat)
+    except text.TextEncodingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(orjson.dumps(dataclasses.asdict(info)).decode())
+    else:
+        print(text.format_parts_info(info))
+    return 0
+
+
+# ---------------------------------------------------------------------- run
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.config:
+        cfg = load_config(args.config)
+        if args.store:
+            cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, store=args.store))
+        logs.configure(cfg.log.level, cfg.log.format)
+        asyncio.run(_run_engine(cfg))
+    else:
+        logs.configure("info", "auto")
+        asyncio.run(_run_demo(args.store or "smppengine-demo.db"))
+    return 0
+
+
+async def _run_engine(cfg: Config) -> None:
+    from .engine import Engine
+
+    stop = asyncio.Event()
+    _install_signals(stop)
+    engine = Engine(cfg)
+    await engine.start()
+    await stop.wait()
+    await engine.stop()
+
+
+async def _run_demo(store: str) -> None:
+    """Zero-setup: the built-in simulator and a private mosquitto, then the engine on them."""
+    from .broker import Mosquitto, free_port
+    from .engine import Engine
+    from .sim_control import start_control
+    from .simulator import Simulator
+
+    stop = asyncio.Event()
+    _install_signals(stop)
+    sim = Simulator("127.0.0.1", free_port(DEMO_SMSC_PORT), credentials={"smppengine": "secret"},
+                    receipt_delay=0.5)
+    await sim.start()
+    control = await start_control(sim, "127.0.0.1", free_port(DEMO_CONTROL_PORT))
+    broker = Mosquitto(free_port(DEMO_MQTT_PORT))
+    await broker.start()
+    cfg = demo_config(smsc_port=sim.port, mqtt_url=broker.url, store=store)
+    cfg = dataclasses.replace(cfg, http=dataclasses.replace(cfg.http, listen=""))
+    engine = Engine(cfg)
+    try:
+        await engine.start()
+        p = cfg.mqtt.topic_prefix
+        print(
+            "\nsmppengine demo is running: built-in SMSC simulator on 127.0.0.1:%d (control API :%d), "
+            "embedded mosquitto on 127.0.0.1:%d\n\n"
+            "  Send one and follow it:\n"
+            "    smppengine send --url %s --to +447700900123 --text 'Your code is 123456'\n\n"
+            "  Or with mosquitto clients:\n"
+            "    mosquitto_sub -p %d -t '%s/status/#' -v &\n"
+            "    mosquitto_pub -p %d -q 1 -t %s/outbound -m '{\"id\": \"order-1234-otp\", "
+            "\"to\": \"+447700900123\", \"from\": \"ACME\", \"text\": \"Your code is 123456\"}'\n\n"
+            "  Ctrl-C stops.\n"
+            % (sim.port, control.sockets[0].getsockname()[1], broker.port, broker.url, broker.port, p,
+               broker.port, p),
+            file=sys.stderr, flush=True,
+        )
+        await stop.wait()
+    finally:
+        await engine.stop()
+        control.close()
+        await sim.stop()
+        await broker.stop()
+
+
+# ---------------------------------------------------------------------- sim
+def _sim(args: argparse.Namespace) -> int:
+    from .sim_control import serve
+
+    logs.configure("info", "auto")
+    creds = {args.system_id: args.password or ""} if args.system_id else None
+
+    async def go() -> None:
+        task = asyncio.ensure_future(serve(
+            args.host, args.port, "127.0.0.1", args.control_port or None, credentials=creds,
+            id_format=args.id_format, receipt_id_format=args.receipt_id_format, receipt_delay=args.receipt_delay,
+            receipt_stat=args.receipt_stat, tps_limit=args.tps_limit, record_submits=not args.no_record))
+        stop = asyncio.Event()
+        _install_signals(stop)
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        stopper.cancel()
+
+    asyncio.run(go())
+    return 0
+
+
+# ---------------------------------------------------------------------- send
+FINAL = {"delivered", "undelivered", "expired", "rejected", "failed"}
+
+
+async def _send(args: argparse.Namespace) -> int:
+    import aiomqtt
+
+    from .mqtt import parse_url
+
+    host, port, _ = parse_url(args.url)
+    msg_id = args.id or f"cli-{uuid.uuid4().hex[:12]}"
+    req: dict[str, Any] = {"id": msg_id, "to": args.to, "text": args.text, "encoding": args.encoding,
+                           "dlr": not args.no_dlr}
+    if args.sender:
+        req["from"] = args.sender
+    async with aiomqtt.Client(host, port, identifier=f"smppengine-send-{uuid.uuid4().hex[:8]}") as client:
+        await client.subscribe(f"{args.prefix}/status/{msg_id}", qos=1)
+        await client.publish(f"{args.prefix}/outbound", orjson.dumps(req), qos=1)
+        print(f"published {msg_id} to {args.prefix}/outbound; following {args.prefix}/status/{msg_id}", flush=True)
+        try:
+            async with asyncio.timeout(args.timeout):
+                async for m in client.messages:
+                    payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+                    event = orjson.loads(payload)
+                    print(orjson.dumps(event).decode(), flush=True)
+                    if event.get("state") in FINAL or (args.no_dlr and event.get("state") == "submitted"):
+                        return 0 if event["state"] in ("delivered", "submitted") else 1
+        except TimeoutError:
+            print(f"no final state within {args.timeout}s", file=sys.stderr)
+            return 1
+    return 1
+
+
+# ---------------------------------------------------------------------- trace / stats
+async def _inspect(args: argparse.Namespace) -> int:
+    from .store import open_store
+
+    path = args.store or (load_config(args.config).engine.store if args.config else "smppengine.db")
+    store = open_store(path, "sms")
+    await store.open()
+    try:
+        if args.cmd == "trace":
+            data = await store.trace(args.id)
+            if data is None:
+                print(f"no message {args.id!r} in {path}", file=sys.stderr)
+                return 1
+            print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() if args.json else _trace_table(data))
+        else:
+            data = await store.stats(time.time() - 3600)
+            print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() if args.json else _stats_table(data))
+    finally:
+        await store.close()
+    return 0
+
+
+def _trace_table(d: dict[str, Any]) -> str:
+    req = d["request"]
+    lines = [
+        f"message {d['id']}: {d['state']}{' (final)' if d['final'] else ''}",
+        f"  to {req.get('to')}  from {req.get('from') or '-'}  smsc {d['smsc'] or '-'}  parts {d['parts']}"
+        f"  attempts {d['attempt']}",
+        f"  created {d['created_at']}  updated {d['updated_at']}  ttl {d['ttl_at']}",
+    ]
+    if d["error"]:
+        lines.append(f"  error {d['error']['code']}: {d['error']['detail']}")
+    lines.append("  parts:")
+    for p in d["part_rows"]:
+        lines.append(f"    #{p['idx']}  smsc id {p['smsc_message_id'] or '-':<16} {p['state']:<11} "
+                     f"submitted {p['submitted_at'] or '-'}  receipt {p['stat'] or '-'} {p['receipt_at'] or ''}")
+    lines.append("  events:")
+    for e in d["events"]:
+        err = f"  {e['error']['code']}" if e.get("error") else ""
+        lines.append(f"    {e['at']}  {e['state']}{err}")
+    return "\n".join(lines)
+
+
+def _stats_table(d: dict[str, Any]) -> str:
+    lines = ["queue (not final):"]
+    lines += [f"  {r['state']:<11} {r['smsc'] or '-':<16} {r['count']}" for r in d["queue"]] or ["  (empty)"]
+    lines.append("last hour's outcomes:")
+    lines += [f"  {r['state']:<11} {r['smsc'] or '-':<16} {r['count']}" for r in d["outcomes"]] or ["  (none)"]
+    lines.append(f"outbox (events not yet acknowledged by the broker): {d['outbox']}")
+    lines.append(f"receipts held (no matching submit yet): {d['held_receipts']}")
+    for k, v in sorted(d["counters"].items()):
+        lines.append(f"{k}: {v}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

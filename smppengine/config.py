@@ -1,0 +1,567 @@
+"""Configuration: the shape of one TOML file (contract §3) and its validation.
+
+Every key has a default except an SMSC's address and credentials. Every error
+names the file, the key and the reason; the CLI exits with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+from smppengine.smpp.status import STATUS_NAMES, status_code
+
+
+class ConfigError(Exception):
+    """A config problem: ``str(err)`` is ``"<file>: <key>: <reason>"``."""
+
+    def __init__(self, file: str, key: str, reason: str) -> None:
+        self.file = file
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{file}: {key}: {reason}")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    instance: str = "gw1"
+    store: str = "smppengine.db"
+    default_ttl: int = 86400
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    url: str = "mqtt://127.0.0.1:1883"
+    topic_prefix: str = "sms"
+    share_group: str = ""
+    username: str = ""
+    password: str = ""
+    client_id: str = ""          # default: "smppengine-{instance}"
+    ca_file: str = ""            # mqtts:// only
+    cert_file: str = ""          # client certificate (mqtts://)
+    key_file: str = ""
+    protocol: int = 5            # 5 or 4 (= 3.1.1)
+    session_expiry_s: int = 86400
+    embedded: bool = False       # set by `run` without --config: start a private broker
+
+    # Derived from ``url`` (validated by parse_config, so these never fail on a loaded config).
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = "127.0.0.1:9180"   # "" turns it off
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` to bind, or None when ``listen`` is "" (HTTP off)."""
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"               # debug, info, warning, error
+    format: str = "auto"              # auto, json, console
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int = 5
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+
+
+@dataclass(frozen=True)
+class SmscConfig:
+    name: str
+    host: str
+    port: int
+    system_id: str
+    password: str = field(repr=False)
+    system_type: str = ""
+    bind: str = "transceiver"          # or "transmitter_receiver"
+    binds: int = 1
+    window: int = 10
+    tps: float = 50.0
+    enquire_link_s: float = 30.0
+    response_timeout_s: float = 10.0
+    default_from: str = ""
+    concat: str = "udh"                # udh, udh16, sar, payload
+    tls: bool = False
+    default_alphabet: str = "gsm"      # decoding of data_coding 0 on MO: gsm, ascii, latin1
+    # per-SMSC overrides of the error class table: command_status -> "transient" | "permanent"
+    error_classes: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    prefix: str                        # "" matches everything (default route)
+    smsc: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str = "<defaults>"
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    smsc: tuple[SmscConfig, ...] = ()
+    route: tuple[RouteConfig, ...] = ()
+
+    def smsc_by_name(self, name: str) -> SmscConfig | None:
+        for s in self.smsc:
+            if s.name == name:
+                return s
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------------
+
+BIND_MODES = ("transceiver", "transmitter_receiver")
+CONCAT_MODES = ("udh", "udh16", "sar", "payload")
+ALPHABETS = ("gsm", "ascii", "latin1")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "console")
+MQTT_PROTOCOLS = (4, 5)
+ERROR_CLASSES = ("transient", "permanent", "throttle")
+
+# SMPP 3.4 limits on the bind fields (C-Octet Strings: max length includes the NUL).
+_MAX_SYSTEM_ID = 15
+_MAX_PASSWORD = 8
+_MAX_SYSTEM_TYPE = 12
+
+# Keys a TOML file may set, per section (``mqtt.embedded`` is internal: set by `run` only).
+_SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "engine": ("instance", "store", "default_ttl"),
+    "mqtt": tuple(f.name for f in dataclasses.fields(MqttConfig) if f.name != "embedded"),
+    "http": ("listen",),
+    "log": ("level", "format"),
+    "retry": ("max_attempts", "backoff_initial", "backoff_max"),
+}
+_SMSC_KEYS = tuple(f.name for f in dataclasses.fields(SmscConfig))
+_SMSC_REQUIRED = ("name", "host", "port", "system_id", "password")
+_ROUTE_KEYS = ("prefix", "smsc")
+_SECTIONS = (*_SECTION_KEYS, "smsc", "route")
+
+_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ALNUM_SENDER_RE = re.compile(r"[A-Za-z0-9]{1,11}")
+_NUMERIC_SENDER_RE = re.compile(r"\+?[0-9]{1,20}")
+_PREFIX_RE = re.compile(r"\+?[0-9]{0,20}")
+
+def _fail(file: str, key: str, reason: str) -> NoReturn:
+    raise ConfigError(file, key, reason)
+
+
+def _show(value: Any) -> str:
+    """A value as it would appear in TOML, for error messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return str(value)
+
+
+def _one_of(choices: tuple[Any, ...]) -> str:
+    shown = [_show(c) for c in choices]
+    return ", ".join(shown[:-1]) + " or " + shown[-1] if len(shown) > 1 else shown[0]
+
+
+def _suggest(word: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+class _Table:
+    """One TOML table under validation: typed getters that raise ConfigError naming the key."""
+
+    def __init__(self, file: str, prefix: str, data: Any, known: tuple[str, ...]) -> None:
+        self.file = file
+        self.prefix = prefix
+        if not isinstance(data, dict):
+            _fail(file, prefix, f"expected a table, got {_show(data)}")
+        self.data: dict[str, Any] = data
+        for k in data:
+            if k not in known:
+                _fail(file, self.key(k), "unknown key" + _suggest(k, known))
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def fail(self, name: str, reason: str) -> NoReturn:
+        _fail(self.file, self.key(name), reason)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def raw(self, name: str, default: Any) -> Any:
+        return self.data.get(name, default)
+
+    def require(self, *names: str) -> None:
+        for name in names:
+            if name not in self.data:
+                self.fail(name, "required key missing")
+
+    def get_str(self, name: str, default: str, *, nonempty: bool = False) -> str:
+        v = self.data.get(name, default)
+        if not isinstance(v, str):
+            self.fail(name, f"expected a string, got {_show(v)}")
+        if nonempty and not v:
+            self.fail(name, "must not be empty")
+        return v
+
+    def get_bool(self, name: str, default: bool) -> bool:
+        v = self.data.get(name, default)
+        if not isinstance(v, bool):
+            self.fail(name, f"expected true or false, got {_show(v)}")
+        return v
+
+    def get_int(self, name: str, default: int, *, lo: int = 1, hi: int | None = None, what: str = "") -> int:
+        v = self.data.get(name, default)
+        ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+        if not ok:
+            if not what:
+                what = "a positive integer" if lo == 1 and hi is None else f"an integer {lo}..{hi}"
+            self.fail(name, f"expected {what}, got {_show(v)}")
+        return int(v)
+
+    def get_number(self, name: str, default: float) -> float:
+        """A finite number > 0; TOML integers are accepted, booleans are not."""
+        v = self.data.get(name, default)
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        if not ok:
+            self.fail(name, f"expected a positive number, got {_show(v)}")
+        return float(v)
+
+    def get_choice(self, name: str, default: Any, choices: tuple[Any, ...]) -> Any:
+        v = self.data.get(name, default)
+        if isinstance(v, bool) or v not in choices:
+            self.fail(name, f"expected {_one_of(choices)}, got {_show(v)}")
+        return v
+
+
+def _check_host_port(t: _Table, name: str, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        t.fail(name, f'expected "" or "host:port" (port 1..65535), got {_show(value)}')
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        t.fail(name, f'expected "" or "host:port" (IPv6 as "[::1]:9180"), got {_show(value)}')
+
+
+def _parse_engine(file: str, data: Any) -> EngineConfig:
+    t = _Table(file, "engine", data, _SECTION_KEYS["engine"])
+    d = EngineConfig()
+    instance = t.get_str("instance", d.instance)
+    if not _NAME_RE.fullmatch(instance):
+        t.fail("instance", f"expected 1-64 characters of A-Z a-z 0-9 . _ -, got {_show(instance)}")
+    return EngineConfig(
+        instance=instance,
+        store=t.get_str("store", d.store, nonempty=True),
+        default_ttl=t.get_int("default_ttl", d.default_ttl),
+    )
+
+
+def _parse_mqtt(file: str, data: Any) -> MqttConfig:
+    t = _Table(file, "mqtt", data, _SECTION_KEYS["mqtt"])
+    d = MqttConfig()
+    url = t.get_str("url", d.url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        t.fail("url", f"invalid port in {_show(url)}")
+    if parts.scheme not in ("mqtt", "mqtts"):
+        t.fail("url", f"expected an mqtt:// or mqtts:// URL, got {_show(url)}")
+    if parts.username is not None or parts.password is not None:
+        t.fail("url", "put credentials in mqtt.username and mqtt.password, not in the url")
+    if not parts.hostname:
+        t.fail("url", f"no host in {_show(url)}")
+    if port == 0:
+        t.fail("url", f"invalid port in {_show(url)}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        t.fail("url", f"expected mqtt[s]://host[:port] with nothing after it, got {_show(url)}")
+
+    prefix = t.get_str("topic_prefix", d.topic_prefix, nonempty=True)
+    if any(c in prefix for c in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
+        t.fail("topic_prefix",
+               f"expected a topic without wildcards or leading/trailing '/', got {_show(prefix)}")
+    share_group = t.get_str("share_group", d.share_group)
+    if any(c in share_group for c in "/+#\0"):
+        t.fail("share_group", f"must not contain '/', '+' or '#', got {_show(share_group)}")
+
+    tls = parts.scheme == "mqtts"
+    files = {k: t.get_str(k, "") for k in ("ca_file", "cert_file", "key_file")}
+    for k, v in files.items():
+        if v and not tls:
+            t.fail(k, "only used with an mqtts:// url")
+    if files["key_file"] and not files["cert_file"]:
+        t.fail("key_file", "set cert_file too (key_file is the key of the client certificate)")
+    username = t.get_str("username", d.username)
+    password = t.get_str("password", d.password)
+    if password and not username:
+        t.fail("password", "set username too")
+
+    return MqttConfig(
+        url=url,
+        topic_prefix=prefix,
+        share_group=share_group,
+        username=username,
+        password=password,
+        client_id=t.get_str("client_id", d.client_id),
+        ca_file=files["ca_file"],
+        cert_file=files["cert_file"],
+        key_file=files["key_file"],
+        protocol=t.get_choice("protocol", d.protocol, MQTT_PROTOCOLS),
+        session_expiry_s=t.get_int("session_expiry_s", d.session_expiry_s, lo=1, hi=0xFFFFFFFF),
+    )
+
+
+def _parse_http(file: str, data: Any) -> HttpConfig:
+    t = _Table(file, "http", data, _SECTION_KEYS["http"])
+    listen = t.get_str("listen", HttpConfig().listen)
+    if listen:
+        _check_host_port(t, "listen", listen)
+    return HttpConfig(listen=listen)
+
+
+def _parse_log(file: str, data: Any) -> LogConfig:
+    t = _Table(file, "log", data, _SECTION_KEYS["log"])
+    d = LogConfig()
+    return LogConfig(
+        level=t.get_choice("level", d.level, LOG_LEVELS),
+        format=t.get_choice("format", d.format, LOG_FORMATS),
+    )
+
+
+def _parse_retry(file: str, data: Any) -> RetryConfig:
+    t = _Table(file, "retry", data, _SECTION_KEYS["retry"])
+    d = RetryConfig()
+    initial = t.get_number("backoff_initial", d.backoff_initial)
+    maximum = t.get_number("backoff_max", d.backoff_max)
+    if initial > maximum:
+        t.fail("backoff_max", f"must be at least backoff_initial ({initial:g}), got {maximum:g}")
+    return RetryConfig(
+        max_attempts=t.get_int("max_attempts", d.max_attempts),
+        backoff_initial=initial,
+        backoff_max=maximum,
+    )
+
+
+def _parse_error_classes(t: _Table, data: Any) -> dict[int, str]:
+    names = tuple(STATUS_NAMES.values())
+    out: dict[int, str] = {}
+    seen: dict[int, str] = {}
+    for k, v in data.items():
+        key = t.key(f"error_classes.{k}")
+        if re.fullmatch(r"\s*[0-9]+\s*", k) and int(k) > 0xFFFFFFFF:
+            _fail(t.file, key, "command_status out of range 0..0xFFFFFFFF")
+        try:
+            code = status_code(k)
+        except ValueError:
+            _fail(t.file, key, 'unknown command_status: use "0x58"-style hex, a decimal number or an '
+                  "ESME_* name" + _suggest(k.strip().upper(), names))
+        if code == 0:
+            _fail(t.file, key, "0 (ESME_ROK) is success, not an error")
+        if code in seen:
+            _fail(t.file, key, f"the same command_status as {_show(seen[code])} (0x{code:X})")
+        if not isinstance(v, str) or v not in ERROR_CLASSES:
+            _fail(t.file, key, f"expected {_one_of(ERROR_CLASSES)}, got {_show(v)}")
+        seen[code] = k
+        out[code] = v
+    return out
+
+
+def _parse_smsc(file: str, index: int, data: Any) -> SmscConfig:
+    t = _Table(file, f"smsc[{index}]", data, _SMSC_KEYS)
+    t.require(*_SMSC_REQUIRED)
+    name = t.get_str("name", "")
+    if not _NAME_RE.fullmatch(name):
+        t.fail("name", f"expected 1-64 characters of A-Z a-z 0-9 . _ -, got {_show(name)}")
+    system_id = t.get_str("system_id", "", nonempty=True)
+    if len(system_id) > _MAX_SYSTEM_ID:
+        t.fail("system_id", f"at most {_MAX_SYSTEM_ID} characters (SMPP 3.4), got {len(system_id)}")
+    password = t.get_str("password", "")
+    if len(password) > _MAX_PASSWORD:
+        t.fail("password", f"at most {_MAX_PASSWORD} characters (SMPP 3.4), got {len(password)}")
+    system_type = t.get_str("system_type", "")
+    if len(system_type) > _MAX_SYSTEM_TYPE:
+        t.fail("system_type", f"at most {_MAX_SYSTEM_TYPE} characters (SMPP 3.4), got {len(system_type)}")
+    default_from = t.get_str("default_from", "")
+    if default_from and not (
+        _ALNUM_SENDER_RE.fullmatch(default_from) or _NUMERIC_SENDER_RE.fullmatch(default_from)
+    ):
+        t.fail("default_from", "expected up to 11 letters/digits, or '+' and up to 20 digits, "
+               f"got {_show(default_from)}")
+    error_classes = t.raw("error_classes", {})
+    if not isinstance(error_classes, dict):
+        t.fail("error_classes", f"expected a table, got {_show(error_classes)}")
+    d = SmscConfig(name="", host="", port=1, system_id="", password="")
+    return SmscConfig(
+        name=name,
+        host=t.get_str("host", "", nonempty=True),
+        port=t.get_int("port", 0, lo=1, hi=65535, what="a port number 1..65535"),
+        system_id=system_id,
+        password=password,
+        system_type=system_type,
+        bind=t.get_choice("bind", d.bind, BIND_MODES),
+        binds=t.get_int("binds", d.binds),
+        window=t.get_int("window", d.window),
+        tps=t.get_number("tps", d.tps),
+        enquire_link_s=t.get_number("enquire_link_s", d.enquire_link_s),
+        response_timeout_s=t.get_number("response_timeout_s", d.response_timeout_s),
+        default_from=default_from,
+        concat=t.get_choice("concat", d.concat, CONCAT_MODES),
+        tls=t.get_bool("tls", d.tls),
+        default_alphabet=t.get_choice("default_alphabet", d.default_alphabet, ALPHABETS),
+        error_classes=_parse_error_classes(t, error_classes),
+    )
+
+
+def _parse_route(file: str, index: int, data: Any, known: tuple[str, ...]) -> RouteConfig:
+    t = _Table(file, f"route[{index}]", data, _ROUTE_KEYS)
+    t.require("smsc")
+    prefix = t.get_str("prefix", "")
+    if not _PREFIX_RE.fullmatch(prefix):
+        t.fail("prefix", f"expected an optional '+' then up to 20 digits, or \"\", got {_show(prefix)}")
+    v = t.raw("smsc", None)
+    names = [v] if isinstance(v, str) else v
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        t.fail("smsc", f"expected a non-empty array of SMSC names, got {_show(v)}")
+    for n in names:
+        if n not in known:
+            t.fail("smsc", f"unknown SMSC {_show(n)} (known: {', '.join(known)})")
+        if names.count(n) > 1:
+            t.fail("smsc", f"SMSC {_show(n)} listed twice")
+    return RouteConfig(prefix=prefix, smsc=tuple(names))
+
+
+def _array_of_tables(file: str, key: str, data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        _fail(file, key, f"expected an array of tables ([[{key}]]), got {_show(data)}")
+    return data
+
+
+def parse_config(data: Mapping[str, Any], path: str = "<config>") -> Config:
+    """Validate an already-parsed TOML document (e.g. ``tomllib.loads``) into a Config.
+
+    Raises ConfigError(path, key, reason) on the first problem found.
+    """
+    file = str(path)
+    for k in data:
+        if k not in _SECTIONS:
+            _fail(file, k, "unknown section" + _suggest(k, _SECTIONS))
+    engine = _parse_engine(file, data.get("engine", {}))
+    mqtt = _parse_mqtt(file, data.get("mqtt", {}))
+    http = _parse_http(file, data.get("http", {}))
+    log = _parse_log(file, data.get("log", {}))
+    retry = _parse_retry(file, data.get("retry", {}))
+
+    smsc_tables = _array_of_tables(file, "smsc", data.get("smsc", []))
+    if not smsc_tables:
+        _fail(file, "smsc", "at least one [[smsc]] is required")
+    smscs: list[SmscConfig] = []
+    for i, table in enumerate(smsc_tables):
+        s = _parse_smsc(file, i, table)
+        for j, other in enumerate(smscs):
+            if other.name == s.name:
+                _fail(file, f"smsc[{i}].name", f"duplicate SMSC name {_show(s.name)} (also smsc[{j}])")
+        smscs.append(s)
+    known = tuple(s.name for s in smscs)
+
+    routes: list[RouteConfig] = []
+    for i, table in enumerate(_array_of_tables(file, "route", data.get("route", []))):
+        r = _parse_route(file, i, table, known)
+        for j, other in enumerate(routes):
+            if other.prefix == r.prefix:
+                _fail(file, f"route[{i}].prefix", f"duplicate prefix {_show(r.prefix)} (also route[{j}])")
+        routes.append(r)
+    if not routes:
+        # No [[route]] at all: everything goes to the SMSCs in file order (first one, failover to the next).
+        routes.append(RouteConfig(prefix="", smsc=known))
+
+    return Config(
+        path=file, engine=engine, mqtt=mqtt, http=http, log=log, retry=retry,
+        smsc=tuple(smscs), route=tuple(routes),
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate one TOML config file. Raises ConfigError(file, key, reason)."""
+    file = os.fspath(path)
+    try:
+        with open(file, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        _fail(file, "(file)", "not found")
+    except IsADirectoryError:
+        _fail(file, "(file)", "is a directory")
+    except OSError as e:
+        _fail(file, "(file)", f"cannot read: {e.strerror or e}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        _fail(file, "(file)", f"not valid UTF-8 (byte {e.start})")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        _fail(file, "(syntax)", str(e))
+    return parse_config(data, file)
+
+
+def demo_config(*, smsc_port: int, mqtt_url: str, store: str) -> Config:
+    """The zero-setup config of `smppengine run` without --config (see config/demo.toml)."""
+    return parse_config(
+        {
+            "engine": {"store": store},
+            "mqtt": {"url": mqtt_url},
+            "http": {"listen": "127.0.0.1:9180"},
+            "smsc": [{
+                "name": "sim", "host": "127.0.0.1", "port": smsc_port,
+                "system_id": "smppengine", "password": "secret",
+            }],
+            "route": [{"prefix": "", "smsc": ["sim"]}],
+        },
+        "<demo>",
+    )
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The config as a JSON-ready dict with every non-empty password replaced by "***" (for logging)."""
+    out = dataclasses.asdict(config)
+    if out["mqtt"]["password"]:
+        out["mqtt"]["password"] = "***"
+    for s in out["smsc"]:
+        if s["password"]:
+            s["password"] = "***"
+        s["error_classes"] = {f"0x{code:X}": cls for code, cls in s["error_classes"].items()}
+    out["smsc"] = list(out["smsc"])
+    out["route"] = [{"prefix": r["prefix"], "smsc": list(r["smsc"])} for r in out["route"]]
+    return out

@@ -1,0 +1,228 @@
+"""The dispatcher: takes stored messages, routes them, sends their parts, applies the retry policy.
+
+A message is processed by one task at a time. Its parts go through one SMSC;
+a part that already has an SMSC message id is never sent again. Throttling and
+lost connections do not count as attempts; transient errors do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import structlog
+
+from . import text
+from .addressing import address, relative_validity
+from .model import EXPIRED, FAILED, REJECTED, Request, error
+from .retry import RetryPolicy
+from .router import NoRoute, Router
+from .smpp import pdu as P
+from .smpp.client import SmscClient
+from .smpp.session import ResponseTimeout, SessionClosed
+from .smpp.status import PERMANENT, THROTTLE, classify, status_name
+from .store import Active, Store
+
+log = structlog.get_logger(__name__)
+
+PartOutcome = tuple[str, dict[str, Any]] | None     # None = OK; else (class, error)
+
+
+class Dispatcher:
+    def __init__(self, store: Store, clients: dict[str, SmscClient], router: Router, policy: RetryPolicy,
+                 max_in_flight: int = 2000, rng: random.Random | None = None) -> None:
+        self.store = store
+        self.clients = clients
+        self.router = router
+        self.policy = policy
+        self._rng = rng or random.Random()
+        self._queue: asyncio.Queue[Active] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self.refs = text.ConcatRefs()
+        self.active = 0
+        self.submitted_ok = 0
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize() + self.active + len(self._timers)
+
+    def enqueue(self, item: Active, delay: float = 0.0) -> None:
+        if delay <= 0:
+            self._queue.put_nowait(item)
+            return
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self._queue.put_nowait(item)
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+
+    async def run(self) -> None:
+        while True:
+            item = await self._queue.get()
+            await self._slots.acquire()
+            task = asyncio.create_task(self._process(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("dispatch_crashed", error=repr(task.exception()))
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (bounded) for the messages being sent to get their resps; stop scheduling new ones."""
+        for h in self._timers:
+            h.cancel()
+        self._timers.clear()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    # ------------------------------------------------------------------ one message
+    async def _process(self, a: Active) -> None:
+        self.active += 1
+        try:
+            await self._attempt(a)
+        finally:
+            self.active -= 1
+
+    def _pick(self, a: Active) -> list[str]:
+        if a.submitted and a.smsc:
+            return [a.smsc]                       # every part of a message goes through one SMSC
+        return self.router.candidates(a.request.to, a.request.route)
+
+    async def _attempt(self, a: Active) -> None:
+        req = a.request
+        try:
+            names = self._pick(a)
+        except NoRoute as exc:
+            await self.store.finish(req.id, REJECTED, error("no_route", None, str(exc) or f"no route for {req.to}"))
+            return
+        client = await self._available(names, a.ttl_at)
+        if client is None:
+            await self.store.finish(req.id, EXPIRED, error("ttl_expired", None, "no SMSC available before the ttl"))
+            return
+        if time.time() > a.ttl_at:
+            await self.store.finish(req.id, EXPIRED, error("ttl_expired", None, "not submitted within the ttl"))
+            return
+        try:
+            segments = text.segment(req.text, req.encoding, client.cfg.concat)
+        except text.TextEncodingError as exc:
+            await self.store.finish(req.id, REJECTED, error("invalid_request", None, f"text: {exc}"))
+            return
+        attempt, ref = await self.store.begin_attempt(req.id, client.name, len(segments.chunks),
+                                                      self.refs.next(req.to))
+        a.smsc, a.attempt = client.name, attempt
+        parts = text.build_parts(segments, client.cfg.concat, ref)
+        todo = [i for i in range(len(parts)) if i not in a.submitted]
+        outcomes = await asyncio.gather(
+            *(self._send_part(client, a, i, self._params(client, req, parts[i], segments.data_coding))
+              for i in todo))
+        failures = [o for o in outcomes if o is not None]
+        if not failures:
+            return
+        permanent = [e for cls, e in failures if cls == PERMANENT]
+        if permanent:
+            await self.store.finish(req.id, REJECTED, permanent[0])
+            return
+        err = failures[0][1]
+        if self.policy.exhausted(attempt):
+            await self.store.finish(req.id, FAILED, err)
+            return
+        delay = self.policy.delay(attempt, self._rng)
+        next_at = time.time() + delay
+        if next_at > a.ttl_at:
+            await self.store.finish(req.id, EXPIRED, error("ttl_expired", None, f"next attempt after the ttl; "
+                                                           f"last error {err['code']}"))
+            return
+        await self.store.retrying(req.id, next_at, err)
+        log.info("retry_scheduled", msg_id=req.id, smsc=client.name, attempt=attempt, delay_s=round(delay, 3),
+                 error=err["code"])
+        self.enqueue(a, delay)
+
+    async def _available(self, names: list[str], ttl_at: float) -> SmscClient | None:
+        """The first listed SMSC that is bound and not paused; waits (until the ttl) while none is."""
+        clients = [self.clients[n] for n in names if n in self.clients]
+        while True:
+            for c in clients:
+                if c.available:
+                    return c
+            remaining = ttl_at - time.time()
+            if remaining <= 0 or not clients:
+                return None
+            waits = [asyncio.ensure_future(c.up.wait()) for c in clients]
+            try:
+                await asyncio.wait(waits, timeout=min(remaining, 1.0), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+            if not any(c.available for c in clients):
+                # bound but paused: wait for the shortest pause
+                paused = [c.adaptive.paused_until() - time.monotonic() for c in clients if c.up.is_set()]
+                if paused:
+                    await asyncio.sleep(max(0.0, min(min(paused), remaining)))
+
+    @staticmethod
+    def _params(client: SmscClient, req: Request, part: text.PartSpec, data_coding: int) -> dict[str, Any]:
+        src, src_ton, src_npi = address(req.sender or client.cfg.default_from)
+        dst, dst_ton, dst_npi = address(req.to)
+        params: dict[str, Any] = {
+            "service_type": "", "source_addr_ton": src_ton, "source_addr_npi": src_npi, "source_addr": src,
+            "dest_addr_ton": dst_ton, "dest_addr_npi": dst_npi, "destination_addr": dst,
+            "esm_class": part.esm_class, "protocol_id": 0, "priority_flag": req.priority,
+            "schedule_delivery_time": "", "validity_period": relative_validity(req.validity),
+            "registered_delivery": 1 if req.dlr else 0, "replace_if_present_flag": 0,
+            "data_coding": data_coding, "sm_default_msg_id": 0, "short_message": part.short_message,
+        }
+        params.update(part.tlvs)
+        return params
+
+    async def _send_part(self, client: SmscClient, a: Active, idx: int, params: dict[str, Any]) -> PartOutcome:
+        req = a.request
+        while True:
+            try:
+                resp = await client.send(params)
+            except SessionClosed as exc:
+                # the connection went away with the submit in flight: resend on the next bind (not an attempt)
+                if time.time() > a.ttl_at:
+                    return "transient", error("timeout", None, f"connection lost: {exc}")
+                try:
+                    await asyncio.wait_for(client.up.wait(), timeout=max(0.1, a.ttl_at - time.time()))
+                except TimeoutError:
+                    return "transient", error("timeout", None, f"connection lost: {exc}")
+                continue
+            except ResponseTimeout as exc:
+                return "transient", error("timeout", None, str(exc))
+            if resp.command == "generic_nack":
+                return "transient", error(status_name(resp.status), resp.status, "generic_nack for submit_sm")
+            status = resp.status
+            client.on_result(status)
+            if status == 0:
+                smsc_id = str(resp.params.get("message_id", ""))
+                a.submitted[idx] = smsc_id
+                self.submitted_ok += 1
+                await self.store.part_submitted(req.id, idx, client.name, smsc_id)
+                log.debug("part_submitted", msg_id=req.id, smsc=client.name, part=idx, smsc_message_id=smsc_id)
+                return None
+            cls = classify(status, client.cfg.error_classes)
+            if cls == THROTTLE:
+                continue
+            name = status_name(status)
+            log.info("submit_refused", msg_id=req.id, smsc=client.name, part=idx, command_status=status,
+                     error=name, error_class=cls)
+            return cls, error(name, status, f"submit_sm_resp {name} (0x{status:08X})")
+
+
+def sent_count(d: Dispatcher) -> int:
+    return d.submitted_ok
+
+
+__all__ = ["Dispatcher", "P"]

@@ -1,0 +1,48 @@
+"""structlog set-up: JSON lines when stdout is not a terminal, readable console output when it is."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_SECRET_KEYS = frozenset({"password", "passwd", "secret"})
+
+
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Never let a password reach a log line, whatever a caller passes."""
+    for key in _SECRET_KEYS & event.keys():
+        event[key] = "***"
+    return event
+
+
+def _orjson_dumps(obj: Any, default: Any = None) -> bytes:
+    return orjson.dumps(obj, default=default or str)
+
+
+def configure(level: str = "info", fmt: str = "auto") -> None:
+    """Configure structlog for the whole process (idempotent; SIGHUP calls it again for a new level)."""
+    as_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
+    if as_json:
+        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(_orjson_dumps)]
+        factory: Any = structlog.BytesLoggerFactory(sys.stdout.buffer)
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()))
+        factory = structlog.PrintLoggerFactory(sys.stdout)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=factory,
+        cache_logger_on_first_use=False,
+    )

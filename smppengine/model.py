@@ -1,0 +1,73 @@
+"""The engine's vocabulary: a validated request, a rejection, states and status-event payloads."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+QUEUED = "queued"
+SUBMITTED = "submitted"
+RETRYING = "retrying"
+ENROUTE = "enroute"
+DELIVERED = "delivered"
+UNDELIVERED = "undelivered"
+EXPIRED = "expired"
+REJECTED = "rejected"
+FAILED = "failed"
+FINAL_STATES = frozenset({DELIVERED, UNDELIVERED, EXPIRED, REJECTED, FAILED})
+
+
+@dataclass(slots=True)
+class Request:
+    """One valid submit request (contract §1.1)."""
+
+    id: str
+    to: str
+    text: str
+    sender: str | None = None
+    encoding: str = "auto"
+    dlr: bool = True
+    validity: int | None = None
+    ttl: int | None = None
+    route: str | None = None
+    priority: int = 0
+    meta: dict[str, Any] | None = None
+    received_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "to": self.to, "text": self.text, "from": self.sender, "encoding": self.encoding,
+            "dlr": self.dlr, "validity": self.validity, "ttl": self.ttl, "route": self.route,
+            "priority": self.priority, "meta": self.meta, "received_at": self.received_at,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Request:
+        return cls(
+            id=d["id"], to=d["to"], text=d["text"], sender=d.get("from"), encoding=d.get("encoding", "auto"),
+            dlr=d.get("dlr", True), validity=d.get("validity"), ttl=d.get("ttl"), route=d.get("route"),
+            priority=d.get("priority", 0), meta=d.get("meta"), received_at=d.get("received_at", 0.0),
+        )
+
+
+@dataclass(slots=True)
+class Rejection:
+    """A request that cannot be accepted (contract §1.3)."""
+
+    id: str | None
+    detail: str
+    raw: bytes = b""
+    code: str = "invalid_request"
+    to: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+def iso(ts: float) -> str:
+    """UTC ISO 8601 with milliseconds and a Z, as in the contract's examples."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+
+
+def error(code: str, status: int | None = None, detail: str = "") -> dict[str, Any]:
+    return {"code": code, "status": status, "detail": detail}

@@ -1,0 +1,145 @@
+"""MQTT link (aiomqtt): persistent session, manual PUBACK, retained presence with a last will, reconnects.
+
+Manual acknowledgement goes through the wrapped paho client (aiomqtt has no
+public call for it; see DEPENDENCIES.md): ``manual_ack_set(True)`` before
+connecting and ``ack(mid, qos)`` after the store commit. It is kept to this
+module and covered by the kill-before-commit test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+import orjson
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .config import MqttConfig
+from .model import iso
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Incoming:
+    payload: bytes
+    topic: str
+    mid: int
+    qos: int
+    client: aiomqtt.Client
+
+
+def parse_url(url: str) -> tuple[str, int, bool]:
+    u = urlsplit(url)
+    tls = u.scheme == "mqtts"
+    return u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), tls
+
+
+class MqttLink:
+    def __init__(self, cfg: MqttConfig, instance: str, on_message: Callable[[Incoming], None]) -> None:
+        self.cfg = cfg
+        self.instance = instance
+        self.prefix = cfg.topic_prefix
+        self.on_message = on_message
+        self.connected = asyncio.Event()
+        self.client: aiomqtt.Client | None = None
+        self.presence_topic = f"{self.prefix}/engine/{instance}"
+        share = cfg.share_group
+        self.request_topic = f"$share/{share}/{self.prefix}/outbound" if share else f"{self.prefix}/outbound"
+        self._stopping = False
+        self.reconnects = 0
+
+    def _presence(self, state: str) -> bytes:
+        import time
+
+        return orjson.dumps({"state": state, "instance": self.instance, "at": iso(time.time())})
+
+    def _make_client(self) -> aiomqtt.Client:
+        host, port, tls = parse_url(self.cfg.url)
+        v5 = self.cfg.protocol == 5
+        props = None
+        if v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.cfg.session_expiry_s
+        tls_params = None
+        if tls:
+            tls_params = aiomqtt.TLSParameters(
+                ca_certs=self.cfg.ca_file or None, certfile=self.cfg.cert_file or None,
+                keyfile=self.cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        client = aiomqtt.Client(
+            host, port,
+            identifier=self.cfg.client_id or f"smppengine-{self.instance}",
+            username=self.cfg.username or None, password=self.cfg.password or None,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            will=aiomqtt.Will(self.presence_topic, self._presence("offline"), qos=1, retain=True),
+            clean_session=None if v5 else False,
+            clean_start=False if v5 else 3,  # type: ignore[arg-type]
+            properties=props, tls_params=tls_params, keepalive=30,
+            max_inflight_messages=1000,
+        )
+        client._client.manual_ack_set(True)
+        return client
+
+    async def run(self) -> None:
+        failures = 0
+        rng = random.Random()
+        while not self._stopping:
+            client = self._make_client()
+            try:
+                async with client:
+                    self.client = client
+                    await client.subscribe(self.request_topic, qos=1)
+                    await client.publish(self.presence_topic, self._presence("online"), qos=1, retain=True)
+                    failures = 0
+                    self.connected.set()
+                    log.info("mqtt_connected", url=self.cfg.url, topic=self.request_topic)
+                    async for message in client.messages:
+                        payload = message.payload if isinstance(message.payload, bytes) else \
+                            str(message.payload or "").encode()
+                        self.on_message(Incoming(payload, str(message.topic), message.mid, message.qos, client))
+            except aiomqtt.MqttError as exc:
+                if self._stopping:
+                    return
+                log.warning("mqtt_disconnected", url=self.cfg.url, error=str(exc))
+            finally:
+                self.connected.clear()
+                self.client = None
+            if self._stopping:
+                return
+            failures += 1
+            self.reconnects += 1
+            await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)) * (0.5 + rng.random() / 2))
+
+    def ack(self, msg: Incoming) -> None:
+        """PUBACK one request, after its commit. A request from an older connection is not acked: the broker
+        redelivers it in the persistent session, and the store's idempotency absorbs the repeat."""
+        if msg.qos > 0 and msg.client is self.client:
+            msg.client._client.ack(msg.mid, msg.qos)
+
+    async def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        client = self.client
+        if client is None:
+            raise aiomqtt.MqttError("not connected")
+        await client.publish(topic, payload, qos=1, retain=retain, timeout=30)
+
+    async def stop(self) -> None:
+        """Publish `offline` (retained), then disconnect."""
+        self._stopping = True
+        client = self.client
+        if client is not None:
+            try:
+                await client.publish(self.presence_topic, self._presence("offline"), qos=1, retain=True, timeout=5)
+            except (aiomqtt.MqttError, TimeoutError) as exc:
+                log.warning("mqtt_offline_not_published", error=str(exc))
+
+
+def as_payload(obj: Any) -> bytes:
+    return orjson.dumps(obj)

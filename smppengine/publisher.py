@@ -1,0 +1,67 @@
+"""Status/MO outbox publisher: publishes committed events in order, deletes each only after its PUBACK."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiomqtt
+import structlog
+
+from .mqtt import MqttLink
+from .store import Store
+
+log = structlog.get_logger(__name__)
+
+BATCH = 500
+
+
+class Publisher:
+    def __init__(self, store: Store, link: MqttLink) -> None:
+        self.store = store
+        self.link = link
+        self.published = 0
+        self.idle = asyncio.Event()
+
+    async def run(self) -> None:
+        last = 0
+        ready = self.store.outbox_ready
+        while True:
+            if not self.link.connected.is_set():
+                last = 0          # unacknowledged events are published again after a reconnect
+                await self.link.connected.wait()
+            ready.clear()
+            rows = await self.store.outbox_fetch(last, BATCH)
+            if not rows:
+                self.idle.set()
+                waiter = asyncio.ensure_future(ready.wait())
+                gone = asyncio.ensure_future(self._disconnected())
+                await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                gone.cancel()
+                continue
+            self.idle.clear()
+            try:
+                await asyncio.gather(*(self.link.publish(topic, payload) for _, topic, payload in rows))
+            except (aiomqtt.MqttError, TimeoutError) as exc:
+                log.warning("publish_failed", error=str(exc), pending=len(rows))
+                last = 0
+                await asyncio.sleep(0.2)
+                continue
+            last = rows[-1][0]
+            self.published += len(rows)
+            await self.store.outbox_delete([seq for seq, _, _ in rows])
+
+    async def _disconnected(self) -> None:
+        while self.link.connected.is_set():
+            await asyncio.sleep(0.5)
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until the outbox is empty (bounded); True when it is."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    if not await self.store.outbox_fetch(0, 1):
+                        return True
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            return False

@@ -1,0 +1,1026 @@
+"""A built-in SMSC simulator: real SMPP 3.4 over TCP on asyncio streams.
+
+Used by the zero-setup demo (in-process), by the integration tests (in-process, port 0)
+and by benchmarks / kill tests (its own process, ``smppengine sim``). See docs/simulator.md.
+
+Hot-path PDUs whose body is trivial (submit_sm_resp, deliver_sm_resp, enquire_link[_resp],
+unbind[_resp]) are packed / recognised with ``struct`` directly; everything else goes through
+``smppengine.smpp.pdu``. No task is created per PDU: responses are written inline (or with
+``loop.call_later`` when delayed) and the writer is drained only when its buffer grows large.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from smppengine.smpp.pdu import FrameError, Pdu, PduError, decode, encode, generic_nack, next_seq, read_frame
+
+log = structlog.get_logger(__name__)
+
+# command ids (SMPP 3.4 §5.1.2.1)
+_CMD_SUBMIT_SM = 0x00000004
+_CMD_SUBMIT_SM_RESP = 0x80000004
+_CMD_DELIVER_SM_RESP = 0x80000005
+_CMD_UNBIND = 0x00000006
+_CMD_UNBIND_RESP = 0x80000006
+_CMD_ENQUIRE_LINK = 0x00000015
+_CMD_ENQUIRE_LINK_RESP = 0x80000015
+_CMD_GENERIC_NACK = 0x80000000
+
+# command_status values used here
+ESME_ROK = 0x00
+ESME_RINVMSGLEN = 0x01
+ESME_RINVCMDID = 0x03
+ESME_RINVBNDSTS = 0x04
+ESME_RALYBND = 0x05
+ESME_RSYSERR = 0x08
+ESME_RINVPASWD = 0x0E
+ESME_RTHROTTLED = 0x58
+
+#: receipt ``stat:`` word → message_state TLV value (SMPP 3.4 §5.2.28)
+MESSAGE_STATES: dict[str, int] = {
+    "ENROUTE": 1,
+    "DELIVRD": 2,
+    "EXPIRED": 3,
+    "DELETED": 4,
+    "UNDELIV": 5,
+    "ACCEPTD": 6,
+    "UNKNOWN": 7,
+    "REJECTD": 8,
+}
+
+_HEADER = struct.Struct(">IIII")
+_DRAIN_ABOVE = 256 * 1024  # bytes buffered in a transport before the reader awaits drain()
+_ID_FORMATS = ("hex", "dec")
+
+# submit_sm mandatory fields: everything else in params is recorded as a TLV
+_MANDATORY = frozenset(
+    {
+        "service_type", "source_addr_ton", "source_addr_npi", "source_addr", "dest_addr_ton",
+        "dest_addr_npi", "destination_addr", "esm_class", "protocol_id", "priority_flag",
+        "schedule_delivery_time", "validity_period", "registered_delivery", "replace_if_present_flag",
+        "data_coding", "sm_default_msg_id", "sm_length", "short_message",
+    }
+)
+_BIND_COMMANDS = {
+    "bind_transmitter": (True, False),
+    "bind_receiver": (False, True),
+    "bind_transceiver": (True, True),
+}
+
+
+class NoReceiverError(RuntimeError):
+    """inject_mo found no bound receiver / transceiver session."""
+
+
+@dataclass(slots=True)
+class SubmitRecord:
+    system_id: str
+    session_id: int
+    seq: int
+    message_id: str  # "" unless answered OK
+    at: float  # time.monotonic() at receipt of the submit_sm
+    source_addr: str
+    source_addr_ton: int
+    source_addr_npi: int
+    destination_addr: str
+    dest_addr_ton: int
+    dest_addr_npi: int
+    esm_class: int
+    data_coding: int
+    registered_delivery: int
+    priority_flag: int
+    validity_period: str
+    short_message: bytes
+    tlvs: dict[str, Any]
+    status: int  # command_status answered; -1 when the response was dropped (drop_responses)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (bytes as hex)."""
+        tlvs = {k: (v.hex() if isinstance(v, bytes | bytearray) else v) for k, v in self.tlvs.items()}
+        return {
+            "system_id": self.system_id,
+            "session_id": self.session_id,
+            "seq": self.seq,
+            "message_id": self.message_id,
+            "at": self.at,
+            "source_addr": self.source_addr,
+            "source_addr_ton": self.source_addr_ton,
+            "source_addr_npi": self.source_addr_npi,
+            "destination_addr": self.destination_addr,
+            "dest_addr_ton": self.dest_addr_ton,
+            "dest_addr_npi": self.dest_addr_npi,
+            "esm_class": self.esm_class,
+            "data_coding": self.data_coding,
+            "registered_delivery": self.registered_delivery,
+            "priority_flag": self.priority_flag,
+            "validity_period": self.validity_period,
+            "short_message": self.short_message.hex(),
+            "tlvs": tlvs,
+            "status": self.status,
+        }
+
+
+@dataclass(slots=True)
+class _Receipt:
+    system_id: str
+    message_id: str  # as written in the receipt
+    source_addr: str  # of the original submit (the receipt goes back from its destination)
+    source_addr_ton: int
+    source_addr_npi: int
+    destination_addr: str
+    dest_addr_ton: int
+    dest_addr_npi: int
+    submit_date: str
+    text: bytes  # first 20 printable bytes of the original message
+    stat: str
+    tlvs: bool
+    attempts: int = 0
+    timer: asyncio.TimerHandle | None = None
+    after_ack: Callable[[], None] | None = None  # receipt_before_resp: sends the held submit_sm_resp
+
+
+@dataclass(slots=True)
+class _Mo:
+    pdu: Pdu
+    future: asyncio.Future[int]
+
+
+class _Session:
+    __slots__ = (
+        "id", "writer", "transport", "peer", "system_id", "can_tx", "can_rx", "seq",
+        "outstanding", "closed", "unbind_waiter",
+    )
+
+    def __init__(self, sid: int, writer: asyncio.StreamWriter) -> None:
+        self.id = sid
+        self.writer = writer
+        self.transport = writer.transport
+        self.peer = writer.get_extra_info("peername")
+        self.system_id: str | None = None
+        self.can_tx = False
+        self.can_rx = False
+        self.seq = 0
+        self.outstanding: dict[int, _Receipt | _Mo] = {}  # our deliver_sm awaiting deliver_sm_resp
+        self.closed = False
+        self.unbind_waiter: asyncio.Future[None] | None = None
+
+    @property
+    def bound(self) -> bool:
+        return self.system_id is not None
+
+    def next_seq(self) -> int:
+        self.seq = next_seq(self.seq)
+        return self.seq
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)
+
+
+def _submit_resp(seq: int, status: int, message_id: str) -> bytes:
+    body = message_id.encode("ascii") + b"\x00"
+    return _HEADER.pack(16 + len(body), _CMD_SUBMIT_SM_RESP, status, seq) + body
+
+
+def _header_only(command_id: int, seq: int, status: int = 0) -> bytes:
+    return _HEADER.pack(16, command_id, status, seq)
+
+
+def _encode_text(text: str, data_coding: int) -> bytes:
+    """Encode MO text: UCS-2 for data_coding 8, Latin-1 for 3, else GSM 03.38 unpacked ('?' if not in it)."""
+    if data_coding == 8:
+        return text.encode("utf-16-be")
+    if data_coding == 3:
+        return text.encode("latin-1", "replace")
+    try:
+        from smppengine.gsm0338 import ENCODE_MAP
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return text.encode("ascii", "replace")
+    return b"".join(ENCODE_MAP.get(ord(ch), b"?") for ch in text)
+
+
+def _receipt_excerpt(short_message: bytes, esm_class: int, data_coding: int) -> bytes:
+    """The ``text:`` field: the first 20 characters of the message, printable ASCII only."""
+    body = short_message
+    if esm_class & 0x40 and body:  # UDHI: skip the user data header
+        body = body[1 + body[0] :]
+    if data_coding == 8:
+        chars = body.decode("utf-16-be", "replace")[:20]
+    else:
+        chars = body[:20].decode("latin-1")
+    return "".join(c if " " <= c <= "~" else "?" for c in chars).encode("ascii")
+
+
+def _format_id(n: int, fmt: str) -> str:
+    return format(n, "x") if fmt == "hex" else str(n)
+
+
+class Simulator:
+    """An SMSC on a TCP port. All knobs take effect immediately; all observations are plain attributes."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        credentials: dict[str, str] | None = None,
+        id_format: str = "hex",
+        receipt_id_format: str = "same",
+        receipt_delay: float = 0.0,
+        receipt_stat: str = "DELIVRD",
+        tps_limit: float | None = None,
+        name: str = "sim",
+        enquire_link_s: float = 30.0,
+        receipt_tlvs: bool = True,
+        receipt_resp_timeout: float = 10.0,
+        receipt_retry_s: float = 5.0,
+        record_submits: bool = True,
+        first_message_id: int | None = None,
+    ) -> None:
+        if id_format not in _ID_FORMATS:
+            raise ValueError(f"id_format must be 'hex' or 'dec', not {id_format!r}")
+        if receipt_id_format not in ("same", *_ID_FORMATS):
+            raise ValueError(f"receipt_id_format must be 'same', 'hex' or 'dec', not {receipt_id_format!r}")
+        self._check_stat(receipt_stat)
+        self.host = host
+        self.port = port
+        self.name = name
+        self.credentials = dict(credentials) if credentials is not None else None
+        self.id_format = id_format
+        self.receipt_id_format = receipt_id_format
+        self.receipt_delay = receipt_delay
+        self.receipt_stat = receipt_stat
+        self.receipt_tlvs = receipt_tlvs
+        self.receipt_resp_timeout = receipt_resp_timeout
+        self.receipt_retry_s = receipt_retry_s
+        self.enquire_link_s = enquire_link_s
+        self.tps_limit = tps_limit
+        self.response_delay = 0.0
+        self.record_submits = record_submits
+
+        # knobs
+        self._fail_destinations: dict[str, int] = {}
+        self._fail_next_n = 0
+        self._fail_next_status = 0
+        self._drop_n = 0
+        self._refuse_binds: int | None = None
+        self._receipt_first_n = 0
+
+        # observations
+        self.submits: list[SubmitRecord] = []
+        self.submit_count = 0
+        self.ok_count = 0
+        self.throttled = 0
+        self.duplicates = 0
+        self.binds = 0
+        self.bind_failures = 0
+        self.unbinds_received = 0
+        self.deliver_resps: list[tuple[int, int]] = []
+        self.generic_nacks_received = 0
+        self.receipts_sent = 0
+        self.receipts_acked = 0
+        self.enquire_links_received = 0
+        self.enquire_links_sent = 0
+        self.enquire_link_resps_received = 0
+        self.mo_sent = 0
+        self.connections = 0
+
+        # state
+        if first_message_id is None:
+            first_message_id = int(time.time()) << 16  # unique across restarts below 65k submits/s
+        self._ids = itertools.count(first_message_id)
+        self._sid = itertools.count(1)
+        self._sessions: dict[int, _Session] = {}
+        self._rr: dict[str, int] = {}
+        self._mo_rr = 0
+        self._pending_receipts: dict[str, deque[_Receipt]] = {}
+        self._window: deque[float] = deque()
+        self._ok_keys: set[int] = set()
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._log = log.bind(smsc=name)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, limit=2**20)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ticker = asyncio.create_task(self._enquire_loop())
+        self._log.info("sim_listening", host=self.host, port=self.port)
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Stop listening and close every session (after an unbind when ``graceful``)."""
+        if self._server is not None:
+            self._server.close()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if graceful:
+            await self.unbind_all(timeout=2.0)
+        else:
+            await self.drop_connections()
+        for sess in list(self._sessions.values()):
+            self._close(sess)
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.cancel()
+        self._waiters.clear()
+        self._log.info("sim_stopped")
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ observations
+
+    @property
+    def bound_sessions(self) -> int:
+        return sum(1 for s in self._sessions.values() if s.bound and not s.closed)
+
+    def ok_submits(self) -> list[SubmitRecord]:
+        return [r for r in self.submits if r.status == ESME_ROK]
+
+    def pending_receipts(self) -> int:
+        """Receipts generated but not yet acknowledged with an OK deliver_sm_resp (queued or in flight)."""
+        queued = sum(len(q) for q in self._pending_receipts.values())
+        inflight = sum(
+            1 for s in self._sessions.values() for o in s.outstanding.values() if isinstance(o, _Receipt)
+        )
+        return queued + inflight
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "port": self.port,
+            "submits": self.submit_count,
+            "ok": self.ok_count,
+            "throttled": self.throttled,
+            "duplicates": self.duplicates,
+            "binds": self.binds,
+            "bind_failures": self.bind_failures,
+            "bound_sessions": self.bound_sessions,
+            "connections": self.connections,
+            "unbinds_received": self.unbinds_received,
+            "receipts_sent": self.receipts_sent,
+            "receipts_acked": self.receipts_acked,
+            "receipts_pending": self.pending_receipts(),
+            "deliver_resps": len(self.deliver_resps),
+            "generic_nacks_received": self.generic_nacks_received,
+            "enquire_links_received": self.enquire_links_received,
+            "enquire_links_sent": self.enquire_links_sent,
+            "enquire_link_resps_received": self.enquire_link_resps_received,
+            "mo_sent": self.mo_sent,
+        }
+
+    def knobs(self) -> dict[str, Any]:
+        return {
+            "tps_limit": self.tps_limit,
+            "response_delay": self.response_delay,
+            "refuse_binds": self._refuse_binds is not None,
+            "refuse_binds_status": self._refuse_binds,
+            "receipt_stat": self.receipt_stat,
+            "receipt_delay": self.receipt_delay,
+            "receipt_id_format": self.receipt_id_format,
+            "receipt_tlvs": self.receipt_tlvs,
+            "id_format": self.id_format,
+            "fail_next": self._fail_next_n,
+            "fail_next_status": self._fail_next_status,
+            "fail_destinations": dict(self._fail_destinations),
+            "drop_responses": self._drop_n,
+            "receipt_before_resp": self._receipt_first_n,
+            "enquire_link_s": self.enquire_link_s,
+        }
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:  # noqa: ASYNC109
+        """Return once ``predicate()`` is true (checked after every state change); TimeoutError otherwise."""
+        if predicate():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (predicate, fut)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+
+    def _changed(self) -> None:
+        if not self._waiters:
+            return
+        for pred, fut in list(self._waiters):
+            if not fut.done():
+                try:
+                    ok = pred()
+                except Exception as exc:  # a broken predicate fails its waiter, not the simulator
+                    fut.set_exception(exc)
+                    continue
+                if ok:
+                    fut.set_result(None)
+
+    # ------------------------------------------------------------------ knobs
+
+    @staticmethod
+    def _check_stat(stat: str) -> None:
+        if stat not in MESSAGE_STATES:
+            raise ValueError(f"receipt stat must be one of {sorted(MESSAGE_STATES)}, not {stat!r}")
+
+    def set_tps_limit(self, tps: float | None) -> None:
+        self.tps_limit = tps
+
+    def fail_destination(self, destination_addr: str, status: int | None) -> None:
+        """submit_sm to ``destination_addr`` is answered with ``status``; status None / 0 clears it."""
+        if status:
+            self._fail_destinations[destination_addr] = status
+        else:
+            self._fail_destinations.pop(destination_addr, None)
+
+    def fail_next(self, n: int, status: int) -> None:
+        self._fail_next_n = n
+        self._fail_next_status = status
+
+    def set_response_delay(self, seconds: float) -> None:
+        self.response_delay = max(0.0, seconds)
+
+    def drop_responses(self, n: int) -> None:
+        self._drop_n = n
+
+    def refuse_binds(self, refuse: bool, status: int = ESME_RINVPASWD) -> None:
+        self._refuse_binds = status if refuse else None
+
+    def receipt_before_resp(self, n: int) -> None:
+        self._receipt_first_n = n
+
+    def set_receipt(
+        self,
+        stat: str | None = None,
+        delay: float | None = None,
+        id_format: str | None = None,
+        tlvs: bool | None = None,
+    ) -> None:
+        if stat is not None:
+            self._check_stat(stat)
+            self.receipt_stat = stat
+        if delay is not None:
+            self.receipt_delay = max(0.0, delay)
+        if id_format is not None:
+            if id_format not in ("same", *_ID_FORMATS):
+                raise ValueError(f"receipt id_format must be 'same', 'hex' or 'dec', not {id_format!r}")
+            self.receipt_id_format = id_format
+        if tlvs is not None:
+            self.receipt_tlvs = tlvs
+
+    async def drop_connections(self) -> int:
+        """Abruptly close every session (RST: SO_LINGER 0, no unbind). Returns how many were closed."""
+        n = 0
+        for sess in list(self._sessions.values()):
+            if sess.closed:
+                continue
+            sock = sess.writer.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sess.transport.abort()
+            self._close(sess)
+            n += 1
+        if n:
+            self._log.info("sim_dropped_connections", count=n)
+        await asyncio.sleep(0)  # let the reader tasks observe the abort
+        return n
+
+    async def unbind_all(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Send unbind on every bound session, wait (up to ``timeout``) for unbind_resp, then close them."""
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[None]] = []
+        for sess in list(self._sessions.values()):
+            if sess.closed or not sess.bound:
+                continue
+            sess.unbind_waiter = loop.create_future()
+            waits.append(sess.unbind_waiter)
+            sess.write(_header_only(_CMD_UNBIND, sess.next_seq()))
+        if waits:
+            await asyncio.wait(waits, timeout=timeout)
+        for sess in list(self._sessions.values()):
+            if sess.unbind_waiter is not None:
+                self._close(sess)
+
+    async def inject_mo(
+        self,
+        source: str,
+        destination: str,
+        text: str | bytes,
+        data_coding: int = 0,
+        *,
+        esm_class: int = 0,
+        tlvs: dict[str, Any] | None = None,
+        system_id: str | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> None:
+        """Send a mobile-originated deliver_sm to a bound receiver/transceiver (round robin; optionally only
+        sessions of ``system_id``) and wait for its deliver_sm_resp (recorded in ``deliver_resps``)."""
+        candidates = [
+            s for s in self._sessions.values()
+            if s.can_rx and not s.closed and (system_id is None or s.system_id == system_id)
+        ]
+        if not candidates:
+            raise NoReceiverError("no bound receiver or transceiver session")
+        sess = candidates[self._mo_rr % len(candidates)]
+        self._mo_rr += 1
+        body = text if isinstance(text, bytes) else _encode_text(text, data_coding)
+        params: dict[str, Any] = {
+            "service_type": "",
+            "source_addr_ton": 1 if source.isdigit() else 5,
+            "source_addr_npi": 1 if source.isdigit() else 0,
+            "source_addr": source,
+            "dest_addr_ton": 0,
+            "dest_addr_npi": 1,
+            "destination_addr": destination,
+            "esm_class": esm_class,
+            "protocol_id": 0,
+            "priority_flag": 0,
+            "schedule_delivery_time": "",
+            "validity_period": "",
+            "registered_delivery": 0,
+            "replace_if_present_flag": 0,
+            "data_coding": data_coding,
+            "sm_default_msg_id": 0,
+            "short_message": body,
+        }
+        if tlvs:
+            params.update(tlvs)
+        seq = sess.next_seq()
+        pdu = Pdu(command="deliver_sm", seq=seq, params=params)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        sess.outstanding[seq] = _Mo(pdu, fut)
+        sess.write(encode(pdu))
+        self.mo_sent += 1
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        finally:
+            sess.outstanding.pop(seq, None)
+
+    # ------------------------------------------------------------------ connection handling
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        sess = _Session(next(self._sid), writer)
+        self._sessions[sess.id] = sess
+        self.connections += 1
+        slog = self._log.bind(session=sess.id)
+        slog.info("sim_connected", peer=str(sess.peer))
+        transport = sess.transport
+        try:
+            while not sess.closed:
+                try:
+                    frame = await read_frame(reader)
+                except EOFError:
+                    break
+                except FrameError as exc:
+                    slog.warning("sim_bad_frame", error=str(exc))
+                    break
+                except (ConnectionError, asyncio.IncompleteReadError, OSError):
+                    break
+                try:
+                    self._on_frame(sess, frame)
+                except Exception as exc:  # never let one PDU take the simulator down
+                    seq = _HEADER.unpack_from(frame)[3] if len(frame) >= 16 else 0
+                    slog.exception("sim_pdu_error", seq=seq, error=str(exc))
+                    sess.write(encode(generic_nack(seq, ESME_RSYSERR)))
+                if transport.get_write_buffer_size() > _DRAIN_ABOVE:
+                    try:
+                        await writer.drain()
+                    except (ConnectionError, OSError):
+                        break
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._close(sess)
+            slog.info("sim_disconnected", system_id=sess.system_id)
+            if task is not None:
+                self._tasks.discard(task)
+
+    def _close(self, sess: _Session) -> None:
+        if sess.closed:
+            return
+        sess.closed = True
+        self._sessions.pop(sess.id, None)
+        if not sess.transport.is_closing():
+            sess.transport.close()
+        if sess.unbind_waiter is not None and not sess.unbind_waiter.done():
+            sess.unbind_waiter.set_result(None)
+        outstanding = list(sess.outstanding.values())
+        sess.outstanding.clear()
+        for item in outstanding:
+            if isinstance(item, _Mo):
+                if not item.future.done():
+                    item.future.set_exception(ConnectionError("session closed before deliver_sm_resp"))
+            else:
+                if item.timer is not None:
+                    item.timer.cancel()
+                    item.timer = None
+                self._dispatch_receipt(item)  # to another receiver of the system_id, or queued
+        self._changed()
+
+    def _on_frame(self, sess: _Session, frame: bytes) -> None:
+        _, command_id, status, seq = _HEADER.unpack_from(frame)
+        # fast paths: header-only PDUs
+        if command_id == _CMD_DELIVER_SM_RESP:
+            self._on_deliver_resp(sess, seq, status)
+            return
+        if command_id == _CMD_ENQUIRE_LINK:
+            self.enquire_links_received += 1
+            sess.write(_header_only(_CMD_ENQUIRE_LINK_RESP, seq))
+            return
+        if command_id == _CMD_ENQUIRE_LINK_RESP:
+            self.enquire_link_resps_received += 1
+            self._changed()
+            return
+        if command_id == _CMD_UNBIND:
+            self.unbinds_received += 1
+            sess.write(_header_only(_CMD_UNBIND_RESP, seq))
+            self._log.info("sim_unbind", session=sess.id, system_id=sess.system_id)
+            self._close(sess)  # transport.close() flushes the unbind_resp first
+            return
+        if command_id == _CMD_UNBIND_RESP:
+            if sess.unbind_waiter is not None and not sess.unbind_waiter.done():
+                sess.unbind_waiter.set_result(None)
+            return
+        if command_id == _CMD_GENERIC_NACK:
+            self.generic_nacks_received += 1
+            self._log.info("sim_generic_nack", session=sess.id, seq=seq, command_status=status)
+            item = sess.outstanding.pop(seq, None)
+            if item is not None:
+                self._on_deliver_failed(item, status or ESME_RSYSERR)
+            self._changed()
+            return
+        try:
+            pdu = decode(frame)
+        except PduError as exc:
+            self._log.info("sim_malformed_pdu", session=sess.id, seq=exc.seq, command_status=exc.status)
+            sess.write(encode(generic_nack(exc.seq, exc.status)))
+            return
+        cmd = pdu.command
+        if cmd == "submit_sm":
+            self._on_submit(sess, pdu)
+        elif cmd in _BIND_COMMANDS:
+            self._on_bind(sess, pdu)
+        elif cmd.endswith("_resp"):
+            pass  # a response to nothing we sent: ignore
+        else:
+            sess.write(encode(generic_nack(seq, ESME_RINVCMDID)))
+
+    # ------------------------------------------------------------------ bind
+
+    def _on_bind(self, sess: _Session, pdu: Pdu) -> None:
+        system_id = str(pdu.params.get("system_id", "") or "")
+        password = str(pdu.params.get("password", "") or "")
+        can_tx, can_rx = _BIND_COMMANDS[pdu.command]
+        resp_cmd = pdu.command + "_resp"
+        if sess.bound:
+            status = ESME_RALYBND
+        elif self._refuse_binds is not None:
+            status = self._refuse_binds
+        elif self.credentials is not None and self.credentials.get(system_id) != password:
+            status = ESME_RINVPASWD
+        else:
+            status = ESME_ROK
+        if status == ESME_ROK:
+            sess.system_id = system_id
+            sess.can_tx = can_tx
+            sess.can_rx = can_rx
+            self.binds += 1
+        elif status != ESME_RALYBND:
+            self.bind_failures += 1
+        sess.write(encode(Pdu(command=resp_cmd, seq=pdu.seq, status=status, params={"system_id": self.name})))
+        self._log.info(
+            "sim_bind", session=sess.id, system_id=system_id, bind=pdu.command, command_status=status
+        )
+        if status == ESME_ROK and can_rx:
+            self._flush_receipts(system_id)
+        self._changed()
+
+    # ------------------------------------------------------------------ submit_sm
+
+    def _on_submit(self, sess: _Session, pdu: Pdu) -> None:
+        p = pdu.params
+        seq = pdu.seq
+        now = time.monotonic()
+        self.submit_count += 1
+        short_message = p.get("short_message") or b""
+        if isinstance(short_message, str):
+            short_message = short_message.encode("latin-1", "replace")
+        destination = str(p.get("destination_addr", "") or "")
+        message_id = ""
+        respond = True
+        if not sess.can_tx:
+            status = ESME_RINVBNDSTS
+        elif self._drop_n > 0:
+            self._drop_n -= 1
+            status = -1
+            respond = False
+        elif self._fail_next_n > 0:
+            self._fail_next_n -= 1
+            status = self._fail_next_status
+        elif destination in self._fail_destinations:
+            status = self._fail_destinations[destination]
+        elif self._throttle(now):
+            status = ESME_RTHROTTLED
+            self.throttled += 1
+        else:
+            status = ESME_ROK
+        receipt: _Receipt | None = None
+        if status == ESME_ROK:
+            n = next(self._ids)
+            message_id = _format_id(n, self.id_format)
+            self.ok_count += 1
+            tlv_key = (
+                p.get("message_payload"), p.get("sar_msg_ref_num"), p.get("sar_total_segments"),
+                p.get("sar_segment_seqnum"),
+            )
+            key = hash((destination, short_message, tlv_key))
+            if key in self._ok_keys:
+                self.duplicates += 1
+            else:
+                self._ok_keys.add(key)
+            rd = int(p.get("registered_delivery", 0) or 0)
+            stat = self.receipt_stat
+            if rd & 1 or (rd & 3 == 2 and stat != "DELIVRD"):
+                rid_fmt = self.id_format if self.receipt_id_format == "same" else self.receipt_id_format
+                receipt = _Receipt(
+                    system_id=sess.system_id or "",
+                    message_id=_format_id(n, rid_fmt),
+                    source_addr=str(p.get("source_addr", "") or ""),
+                    source_addr_ton=int(p.get("source_addr_ton", 0) or 0),
+                    source_addr_npi=int(p.get("source_addr_npi", 0) or 0),
+                    destination_addr=destination,
+                    dest_addr_ton=int(p.get("dest_addr_ton", 0) or 0),
+                    dest_addr_npi=int(p.get("dest_addr_npi", 0) or 0),
+                    submit_date=time.strftime("%y%m%d%H%M", time.gmtime()),
+                    text=_receipt_excerpt(
+                        short_message or (p.get("message_payload") or b""),
+                        int(p.get("esm_class", 0) or 0),
+                        int(p.get("data_coding", 0) or 0),
+                    ),
+                    stat=stat,
+                    tlvs=self.receipt_tlvs,
+                )
+        if self.record_submits:
+            self.submits.append(
+                SubmitRecord(
+                    system_id=sess.system_id or "",
+                    session_id=sess.id,
+                    seq=seq,
+                    message_id=message_id,
+                    at=now,
+                    source_addr=str(p.get("source_addr", "") or ""),
+                    source_addr_ton=int(p.get("source_addr_ton", 0) or 0),
+                    source_addr_npi=int(p.get("source_addr_npi", 0) or 0),
+                    destination_addr=destination,
+                    dest_addr_ton=int(p.get("dest_addr_ton", 0) or 0),
+                    dest_addr_npi=int(p.get("dest_addr_npi", 0) or 0),
+                    esm_class=int(p.get("esm_class", 0) or 0),
+                    data_coding=int(p.get("data_coding", 0) or 0),
+                    registered_delivery=int(p.get("registered_delivery", 0) or 0),
+                    priority_flag=int(p.get("priority_flag", 0) or 0),
+                    validity_period=str(p.get("validity_period", "") or ""),
+                    short_message=bytes(short_message),
+                    tlvs={k: v for k, v in p.items() if k not in _MANDATORY},
+                    status=status,
+                )
+            )
+        if respond:
+            resp = _submit_resp(seq, status, message_id)
+            if receipt is not None and self._receipt_first_n > 0:
+                self._receipt_first_n -= 1
+                self._receipt_then_resp(sess, resp, receipt)
+            elif self.response_delay > 0:
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.response_delay, self._send_resp, sess, resp, receipt)
+            else:
+                self._send_resp(sess, resp, receipt)
+        self._changed()
+
+    def _throttle(self, now: float) -> bool:
+        """Sliding 1 s window over the submits that reached this check and were not throttled (tracked even
+        with no limit set, so a limit set mid-stream counts the last second's traffic)."""
+        window = self._window
+        edge = now - 1.0
+        while window and window[0] <= edge:
+            window.popleft()
+        if self.tps_limit is not None and len(window) >= self.tps_limit:
+            return True
+        window.append(now)
+        return False
+
+    def _send_resp(self, sess: _Session, resp: bytes, receipt: _Receipt | None) -> None:
+        if sess.closed:
+            return  # a delayed response for a connection that is gone: like a real SMSC, nothing
+        sess.write(resp)
+        if receipt is not None:
+            if self.receipt_delay > 0:
+                asyncio.get_running_loop().call_later(self.receipt_delay, self._dispatch_receipt, receipt)
+            else:
+                self._dispatch_receipt(receipt)
+
+    def _receipt_then_resp(self, sess: _Session, resp: bytes, receipt: _Receipt) -> None:
+        """Send the receipt now; the submit_sm_resp follows once the receipt's deliver_sm_resp arrived (or
+        after 1 s, so an engine that holds unknown receipts cannot deadlock us), then ``response_delay``."""
+        loop = asyncio.get_running_loop()
+        fired = False
+
+        def release() -> None:
+            nonlocal fired
+            if fired:
+                return
+            fired = True
+            fallback.cancel()
+            if self.response_delay > 0:
+                loop.call_later(self.response_delay, self._send_resp, sess, resp, None)
+            else:
+                self._send_resp(sess, resp, None)
+
+        fallback = loop.call_later(1.0, release)
+        receipt.after_ack = release
+        self._dispatch_receipt(receipt)
+
+    # ------------------------------------------------------------------ receipts
+
+    def _receivers(self, system_id: str) -> list[_Session]:
+        return [s for s in self._sessions.values() if s.can_rx and not s.closed and s.system_id == system_id]
+
+    def _dispatch_receipt(self, r: _Receipt) -> None:
+        receivers = self._receivers(r.system_id)
+        if not receivers:
+            self._pending_receipts.setdefault(r.system_id, deque()).append(r)
+            return
+        i = self._rr.get(r.system_id, 0)
+        self._rr[r.system_id] = i + 1
+        self._send_receipt(receivers[i % len(receivers)], r)
+
+    def _send_receipt(self, sess: _Session, r: _Receipt) -> None:
+        done_date = time.strftime("%y%m%d%H%M", time.gmtime())
+        dlvrd = "001" if r.stat == "DELIVRD" else "000"
+        err = "000" if r.stat in ("DELIVRD", "ENROUTE", "ACCEPTD") else "001"
+        text = (
+            f"id:{r.message_id} sub:001 dlvrd:{dlvrd} submit date:{r.submit_date} done date:{done_date} "
+            f"stat:{r.stat} err:{err} text:"
+        ).encode("ascii") + r.text
+        params: dict[str, Any] = {
+            "service_type": "",
+            "source_addr_ton": r.dest_addr_ton,
+            "source_addr_npi": r.dest_addr_npi,
+            "source_addr": r.destination_addr,
+            "dest_addr_ton": r.source_addr_ton,
+            "dest_addr_npi": r.source_addr_npi,
+            "destination_addr": r.source_addr,
+            "esm_class": 0x04,
+            "protocol_id": 0,
+            "priority_flag": 0,
+            "schedule_delivery_time": "",
+            "validity_period": "",
+            "registered_delivery": 0,
+            "replace_if_present_flag": 0,
+            "data_coding": 0,
+            "sm_default_msg_id": 0,
+            "short_message": text,
+        }
+        if r.tlvs:
+            params["receipted_message_id"] = r.message_id
+            params["message_state"] = MESSAGE_STATES[r.stat]
+        seq = sess.next_seq()
+        r.attempts += 1
+        sess.outstanding[seq] = r
+        loop = asyncio.get_running_loop()
+        r.timer = loop.call_later(self.receipt_resp_timeout, self._receipt_timeout, sess, seq)
+        sess.write(encode(Pdu(command="deliver_sm", seq=seq, params=params)))
+        self.receipts_sent += 1
+
+    def _flush_receipts(self, system_id: str) -> None:
+        queue = self._pending_receipts.pop(system_id, None)
+        if not queue:
+            return
+        self._log.info("sim_flush_receipts", system_id=system_id, count=len(queue))
+        while queue:
+            self._dispatch_receipt(queue.popleft())
+
+    def _receipt_timeout(self, sess: _Session, seq: int) -> None:
+        item = sess.outstanding.pop(seq, None)
+        if isinstance(item, _Receipt):
+            item.timer = None
+            self._log.info("sim_receipt_timeout", session=sess.id, seq=seq, system_id=item.system_id)
+            self._release(item)
+            self._dispatch_receipt(item)
+
+    def _release(self, r: _Receipt) -> None:
+        if r.after_ack is not None:
+            cb, r.after_ack = r.after_ack, None
+            cb()
+
+    def _on_deliver_failed(self, item: _Receipt | _Mo, status: int) -> None:
+        if isinstance(item, _Mo):
+            if not item.future.done():
+                item.future.set_result(status)
+            return
+        if item.timer is not None:
+            item.timer.cancel()
+            item.timer = None
+        self._release(item)
+        asyncio.get_running_loop().call_later(self.receipt_retry_s, self._dispatch_receipt, item)
+
+    def _on_deliver_resp(self, sess: _Session, seq: int, status: int) -> None:
+        self.deliver_resps.append((seq, status))
+        item = sess.outstanding.pop(seq, None)
+        if item is not None:
+            if isinstance(item, _Mo):
+                if not item.future.done():
+                    item.future.set_result(status)
+            elif status == ESME_ROK:
+                if item.timer is not None:
+                    item.timer.cancel()
+                    item.timer = None
+                self.receipts_acked += 1
+                self._release(item)
+            else:
+                self._on_deliver_failed(item, status)
+        self._changed()
+
+    # ------------------------------------------------------------------ enquire_link from our side
+
+    async def _enquire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.enquire_link_s if self.enquire_link_s > 0 else 3600)
+            if self.enquire_link_s <= 0:
+                continue
+            for sess in list(self._sessions.values()):
+                if sess.bound and not sess.closed:
+                    sess.write(_header_only(_CMD_ENQUIRE_LINK, sess.next_seq()))
+                    self.enquire_links_sent += 1
+
+
+@dataclass
+class SimOptions:
+    """Everything ``smppengine sim`` can set (the CLI maps its flags onto this)."""
+
+    host: str = "127.0.0.1"
+    port: int = 2775
+    control_host: str = "127.0.0.1"
+    control_port: int | None = 8775
+    credentials: dict[str, str] | None = None
+    id_format: str = "hex"
+    receipt_id_format: str = "same"
+    receipt_delay: float = 0.0
+    receipt_stat: str = "DELIVRD"
+    tps_limit: float | None = None
+    name: str = "sim"
+    enquire_link_s: float = 30.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def simulator_kwargs(self) -> dict[str, Any]:
+        return {
+            "credentials": self.credentials,
+            "id_format": self.id_format,
+            "receipt_id_format": self.receipt_id_format,
+            "receipt_delay": self.receipt_delay,
+            "receipt_stat": self.receipt_stat,
+            "tps_limit": self.tps_limit,
+            "name": self.name,
+            "enquire_link_s": self.enquire_link_s,
+            **self.extra,
+        }
+
+
+async def run_simulator_cli(opts: SimOptions) -> None:
+    """Run a simulator (and its control API unless ``control_port`` is None) until cancelled."""
+    from smppengine.sim_control import serve
+
+    await serve(opts.host, opts.port, opts.control_host, opts.control_port, **opts.simulator_kwargs())

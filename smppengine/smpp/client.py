@@ -1,0 +1,163 @@
+"""One SMSC account: its binds (kept up with backoff), its TPS bucket and adaptive rate, its windows.
+
+``send`` is the only way a submit_sm leaves: it waits for a pause to end,
+takes a slot on the session with the most free window, takes a token from the
+account-wide bucket, then sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import structlog
+
+from ..config import SmscConfig
+from ..retry import reconnect_delay
+from ..throttle import AdaptiveRate, TokenBucket
+from . import pdu as P
+from .session import BindFailed, DeliverHandler, ResponseTimeout, Session, SessionClosed
+
+log = structlog.get_logger(__name__)
+
+
+class SmscClient:
+    def __init__(self, cfg: SmscConfig, on_deliver: DeliverHandler, rng: random.Random | None = None) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self._on_deliver = on_deliver
+        self._rng = rng or random.Random()
+        self.sessions: list[Session] = []
+        now = time.monotonic()
+        self.bucket = TokenBucket(cfg.tps, now)
+        self.adaptive = AdaptiveRate(cfg.tps, now)
+        self._changed = asyncio.Event()
+        self._keepers: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.reconnects = 0
+        self.throttle_pauses = 0
+        self.up = asyncio.Event()
+
+    # ------------------------------------------------------------------ binds
+    def start(self) -> None:
+        modes = ["transceiver"] if self.cfg.bind == "transceiver" else ["transmitter", "receiver"]
+        for i in range(self.cfg.binds):
+            for mode in modes:
+                sid = f"{self.name}/{i}" + ("" if mode == "transceiver" else f"/{mode[0:2]}")
+                self._keepers.append(asyncio.create_task(self._keep(sid, mode), name=f"bind-{sid}"))
+
+    async def _keep(self, sid: str, mode: str) -> None:
+        failures = 0
+        while not self._stopping:
+            session = Session(self.cfg, sid, mode, self._on_deliver, self._notify)
+            bind_failed = False
+            try:
+                await session.open()
+            except BindFailed as exc:
+                bind_failed = True
+                log.error("bind_failed", smsc=self.name, session=sid, command_status=exc.status, error=str(exc))
+            except (OSError, ResponseTimeout, SessionClosed, TimeoutError) as exc:
+                log.warning("connect_failed", smsc=self.name, session=sid, error=str(exc) or type(exc).__name__)
+            else:
+                failures = 0
+                self.sessions.append(session)
+                self._notify()
+                try:
+                    await session.closed.wait()
+                finally:
+                    if session in self.sessions:
+                        self.sessions.remove(session)
+                    self._notify()
+                if self._stopping:
+                    return
+                self.reconnects += 1
+            failures += 1
+            delay = reconnect_delay(failures, self._rng, bind_failed=bind_failed)
+            log.info("reconnect_scheduled", smsc=self.name, session=sid, delay_s=round(delay, 2))
+            await asyncio.sleep(delay)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Unbind every session cleanly and stop reconnecting."""
+        self._stopping = True
+        for t in self._keepers:
+            t.cancel()
+        await asyncio.gather(*(s.unbind(timeout) for s in list(self.sessions)), return_exceptions=True)
+        await asyncio.gather(*self._keepers, return_exceptions=True)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        if any(s.bound and s.can_submit for s in self.sessions):
+            self.up.set()
+        else:
+            self.up.clear()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def bound_sessions(self) -> int:
+        return sum(1 for s in self.sessions if s.bound)
+
+    @property
+    def window_in_use(self) -> int:
+        return sum(s.reserved for s in self.sessions)
+
+    @property
+    def available(self) -> bool:
+        """Bound for submitting and not paused by throttling."""
+        return self.up.is_set() and time.monotonic() >= self.adaptive.paused_until()
+
+    def set_tps(self, tps: float) -> None:
+        now = time.monotonic()
+        self.adaptive = AdaptiveRate(tps, now)
+        self.bucket.set_rate(tps, now)
+
+    # ------------------------------------------------------------------ sending
+    async def send(self, params: dict[str, Any]) -> P.Pdu:
+        """Send one submit_sm within window and TPS; returns the resp (or generic_nack).
+
+        Raises SessionClosed when the connection dropped before the resp, ResponseTimeout when none came.
+        """
+        while True:
+            pause = self.adaptive.paused_until() - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+                continue
+            best: Session | None = None
+            for s in self.sessions:
+                if s.free > 0 and (best is None or s.free > best.free):
+                    best = s
+            if best is None:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            best.reserve()
+            break
+        try:
+            now = time.monotonic()
+            self.bucket.set_rate(self.adaptive.rate, now)
+            wait = self.bucket.reserve(now)
+            if wait > 0:
+                await asyncio.sleep(wait)
+        except BaseException:
+            best.reserved -= 1
+            self._notify()
+            raise
+        if not best.bound:
+            best.reserved -= 1
+            raise SessionClosed(best.close_reason or "session closed while waiting for a token")
+        return await best.submit(params)
+
+    def on_result(self, status: int) -> float:
+        """Feed the adaptive rate with a resp's status; returns the pause (s) after a throttle, else 0."""
+        now = time.monotonic()
+        if status in (P.ESME_RTHROTTLED, P.ESME_RMSGQFUL):
+            self.throttle_pauses += 1
+            pause = self.adaptive.on_throttle(now)
+            self.bucket.set_rate(self.adaptive.rate, now)
+            log.warning("smsc_throttled", smsc=self.name, command_status=status, pause_s=round(pause, 3),
+                        rate=round(self.adaptive.rate, 2))
+            return pause
+        if status == 0:
+            self.adaptive.on_success(now)
+        return 0.0

@@ -1,0 +1,265 @@
+"""One SMPP session (one TCP connection, one bind) on asyncio streams.
+
+The session owns the wire: bind, the reader loop, responses matched by
+sequence number, enquire_link both ways, unbind, generic_nack for what it
+cannot decode. It knows nothing of messages; the SMSC client above it decides
+what to send and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from ..config import SmscConfig
+from . import pdu as P
+from .status import status_name
+
+log = structlog.get_logger(__name__)
+
+BIND_COMMANDS = {"transceiver": "bind_transceiver", "transmitter": "bind_transmitter", "receiver": "bind_receiver"}
+MAX_CONSECUTIVE_TIMEOUTS = 3
+
+
+class SessionClosed(Exception):
+    """The connection went away before the response came."""
+
+
+class ResponseTimeout(Exception):
+    """No response within response_timeout_s."""
+
+
+class BindFailed(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(f"bind refused: {status_name(status)} (0x{status:08X})")
+
+
+DeliverHandler = Callable[["Session", P.Pdu], Awaitable[int]]
+
+
+class Session:
+    def __init__(self, smsc: SmscConfig, session_id: str, mode: str, on_deliver: DeliverHandler | None,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.smsc = smsc
+        self.id = session_id
+        self.mode = mode
+        self.can_submit = mode in ("transceiver", "transmitter")
+        self.window = smsc.window
+        self.reserved = 0                      # submit slots taken (sent or about to be sent)
+        self.bound = False
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self._on_deliver = on_deliver
+        self._on_change = on_change or (lambda: None)
+        self._seq = 0
+        self._pending: dict[int, asyncio.Future[P.Pdu]] = {}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timeouts = 0
+        self._last_rx = time.monotonic()
+        self._log = log.bind(smsc=smsc.name, session=session_id)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def free(self) -> int:
+        return self.window - self.reserved if self.bound and self.can_submit else 0
+
+    def _next_seq(self) -> int:
+        self._seq = P.next_seq(self._seq)
+        return self._seq
+
+    def _send(self, pdu: P.Pdu) -> None:
+        if self._writer is None or self._writer.is_closing():
+            raise SessionClosed(self.close_reason or "not connected")
+        self._writer.write(P.encode(pdu))
+
+    async def _drain(self) -> None:
+        w = self._writer
+        if w is not None and w.transport.get_write_buffer_size() > 65536:
+            try:
+                await w.drain()
+            except (ConnectionError, OSError) as exc:
+                self._close_now(f"write failed: {exc}")
+
+    # ------------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        """Connect and bind; raises BindFailed, OSError or ResponseTimeout."""
+        s = self.smsc
+        ctx = ssl.create_default_context() if s.tls else None
+        self._reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(s.host, s.port, ssl=ctx), timeout=s.response_timeout_s)
+        self._spawn(self._read_loop())
+        params = {"system_id": s.system_id, "password": s.password, "system_type": s.system_type,
+                  "interface_version": 0x34, "addr_ton": 0, "addr_npi": 0, "address_range": ""}
+        try:
+            resp = await self.request(BIND_COMMANDS[self.mode], params)
+        except BaseException:
+            self._close_now("bind not answered")
+            raise
+        if resp.status != 0:
+            self._close_now("bind refused")
+            raise BindFailed(resp.status)
+        self.bound = True
+        self._log.info("session_bound", mode=self.mode, peer=resp.params.get("system_id"))
+        self._spawn(self._enquire_loop())
+        self._on_change()
+
+    async def unbind(self, timeout: float = 5.0) -> None:
+        """Graceful close: unbind, wait for unbind_resp (bounded), close."""
+        if self.closed.is_set():
+            return
+        self.bound = False
+        try:
+            await asyncio.wait_for(self.request("unbind", {}), timeout)
+        except (SessionClosed, ResponseTimeout, TimeoutError, OSError):
+            pass
+        self._close_now("unbound")
+
+    def _close_now(self, reason: str) -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.bound = False
+        self.closed.set()
+        if self._writer is not None:
+            self._writer.close()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(SessionClosed(reason))
+        self._pending.clear()
+        current = asyncio.current_task()
+        for t in self._tasks:
+            if t is not current:
+                t.cancel()
+        self._log.info("session_closed", reason=reason)
+        self._on_change()
+
+    async def close(self, reason: str = "closed") -> None:
+        self._close_now(reason)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ requests
+    async def request(self, command: str, params: dict[str, Any]) -> P.Pdu:
+        """Send a request PDU and await its response (or generic_nack)."""
+        seq = self._next_seq()
+        fut: asyncio.Future[P.Pdu] = asyncio.get_running_loop().create_future()
+        self._send(P.Pdu(command, seq, 0, params))
+        self._pending[seq] = fut
+        timer = asyncio.get_running_loop().call_later(self.smsc.response_timeout_s, self._timeout, seq)
+        try:
+            await self._drain()
+            return await fut
+        finally:
+            timer.cancel()
+
+    def _timeout(self, seq: int) -> None:
+        fut = self._pending.pop(seq, None)
+        if fut is None or fut.done():
+            return
+        fut.set_exception(ResponseTimeout(f"no response within {self.smsc.response_timeout_s}s"))
+        self._timeouts += 1
+        self._log.warning("response_timeout", seq=seq, consecutive=self._timeouts)
+        if self._timeouts >= MAX_CONSECUTIVE_TIMEOUTS:
+            self._close_now(f"{self._timeouts} responses timed out in a row")
+
+    def reserve(self) -> None:
+        self.reserved += 1
+
+    async def submit(self, params: dict[str, Any]) -> P.Pdu:
+        """Send one submit_sm on a slot taken with :meth:`reserve`; returns submit_sm_resp or generic_nack."""
+        try:
+            return await self.request("submit_sm", params)
+        finally:
+            self.reserved -= 1
+            self._on_change()
+
+    # ------------------------------------------------------------------ reader
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        reader = self._reader
+        while True:
+            try:
+                frame = await P.read_frame(reader)
+            except EOFError:
+                self._close_now("connection closed by SMSC")
+                return
+            except P.FrameError as exc:
+                self._close_now(f"unreadable stream: {exc}")
+                return
+            except (ConnectionError, OSError) as exc:
+                self._close_now(f"connection lost: {exc}")
+                return
+            self._last_rx = time.monotonic()
+            try:
+                pdu = P.decode(frame)
+            except P.PduError as exc:
+                self._log.warning("pdu_malformed", seq=exc.seq, command_status=exc.status, error=str(exc))
+                self._reply(P.generic_nack(exc.seq, exc.status))
+                continue
+            try:
+                self._dispatch(pdu)
+            except SessionClosed:
+                return
+
+    def _reply(self, pdu: P.Pdu) -> None:
+        try:
+            self._send(pdu)
+        except SessionClosed:
+            pass
+
+    def _dispatch(self, pdu: P.Pdu) -> None:
+        if pdu.is_response:
+            fut = self._pending.pop(pdu.seq, None)
+            if fut is None:
+                self._log.warning("unexpected_response", command=pdu.command, seq=pdu.seq,
+                                  command_status=pdu.status)
+                return
+            self._timeouts = 0
+            if not fut.done():
+                fut.set_result(pdu)
+            return
+        cmd = pdu.command
+        if cmd == "deliver_sm" and self._on_deliver is not None and self.mode != "transmitter":
+            self._spawn(self._deliver(pdu))
+        elif cmd == "enquire_link":
+            self._reply(P.response_for(pdu))
+        elif cmd == "unbind":
+            self._reply(P.response_for(pdu))
+            self._close_now("unbind from SMSC")
+            raise SessionClosed("unbind from SMSC")
+        else:
+            self._log.warning("request_unsupported", command=cmd, seq=pdu.seq)
+            self._reply(P.generic_nack(pdu.seq, P.ESME_RINVCMDID))
+
+    async def _deliver(self, pdu: P.Pdu) -> None:
+        assert self._on_deliver is not None
+        try:
+            status = await self._on_deliver(self, pdu)
+        except Exception as exc:  # the store could not commit: let the SMSC redeliver
+            self._log.error("deliver_failed", seq=pdu.seq, error=str(exc))
+            status = P.ESME_RSYSERR
+        self._reply(P.response_for(pdu, status))
+        await self._drain()
+
+    async def _enquire_loop(self) -> None:
+        interval = self.smsc.enquire_link_s
+        while not self.closed.is_set():
+            await asyncio.sleep(max(0.05, interval - (time.monotonic() - self._last_rx)))
+            if time.monotonic() - self._last_rx < interval:
+                continue
+            try:
+                await self.request("enquire_link", {})
+            except (ResponseTimeout, SessionClosed):
+                self._close_now("enquire_link unanswered")
+                return

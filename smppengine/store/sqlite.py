@@ -1,0 +1,509 @@
+"""SQLite store (aiosqlite, WAL): the zero-setup default.
+
+One writer task applies every change in group commits: whatever operations
+arrived while the previous transaction ran are applied together, inside one
+transaction, in one hop to aiosqlite's thread, and committed once. Callers
+await their operation's result, which is only delivered after the commit, so
+"await store.x(...)" means "x is durable". The state machine of a message
+(which event follows which, when a message is final) lives here, next to the
+rows it guards, so the SQL and the rules cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiosqlite
+import orjson
+import structlog
+
+from .. import text
+from ..model import (
+    DELIVERED,
+    ENROUTE,
+    EXPIRED,
+    QUEUED,
+    REJECTED,
+    RETRYING,
+    SUBMITTED,
+    UNDELIVERED,
+    Rejection,
+    Request,
+    error,
+    iso,
+)
+from ..receipts import FINAL_STATE, Receipt, receipt_id_keys
+from .base import AcceptResult, Active, StoreError
+
+log = structlog.get_logger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    req BLOB NOT NULL,
+    state TEXT NOT NULL,
+    final INTEGER NOT NULL DEFAULT 0,
+    smsc TEXT,
+    parts INTEGER NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    error BLOB,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    ttl_at REAL NOT NULL,
+    next_attempt_at REAL,
+    ref INTEGER
+);
+CREATE INDEX IF NOT EXISTS messages_active ON messages(final) WHERE final = 0;
+CREATE INDEX IF NOT EXISTS messages_updated ON messages(updated_at);
+CREATE TABLE IF NOT EXISTS parts (
+    msg_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    smsc_message_id TEXT,
+    state TEXT NOT NULL DEFAULT 'pending',
+    submitted_at REAL,
+    stat TEXT,
+    receipt_at REAL,
+    PRIMARY KEY (msg_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS part_keys (
+    smsc TEXT NOT NULL,
+    key TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (smsc, key, msg_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id TEXT,
+    state TEXT NOT NULL,
+    at REAL NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_msg ON events(msg_id);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS held_receipts (
+    uid TEXT NOT NULL,
+    smsc TEXT NOT NULL,
+    key TEXT NOT NULL,
+    receipt BLOB NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS held_key ON held_receipts(smsc, key);
+CREATE TABLE IF NOT EXISTS mo_parts (
+    smsc TEXT NOT NULL,
+    source TEXT NOT NULL,
+    dest TEXT NOT NULL,
+    ref INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    data_coding INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (smsc, source, dest, ref, total, seq)
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+_PART_STATE = {"delivered": "delivered", "undelivered": "undelivered", "expired": "expired", "enroute": "enroute"}
+
+Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+
+
+class SqliteStore:
+    def __init__(self, path: str, topic_prefix: str) -> None:
+        self.path = path
+        self.prefix = topic_prefix
+        self.outbox_ready = asyncio.Event()
+        self._db: aiosqlite.Connection | None = None
+        self._ops: list[Op] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._outbox_added = False
+        self.failed = False   # the last commit failed: the engine stops acknowledging
+
+    # ---------------------------------------------------------------- lifecycle
+    async def open(self) -> None:
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.executescript(SCHEMA)
+        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+        self.outbox_ready.set()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            while self._ops:
+                await asyncio.sleep(0.001)
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+            self._writer = None
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    # ---------------------------------------------------------------- writer
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ops.append((fn, args, fut))
+        self._wake.set()
+        return await fut
+
+    async def _write_loop(self) -> None:
+        assert self._db is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._ops = self._ops, []
+            if not batch:
+                continue
+            try:
+                # aiosqlite's own thread runs the whole batch: one hop per group commit (aiosqlite
+                # has no public call for "run this function on the connection"; kept to this line).
+                results = await self._db._execute(self._apply, batch)
+            except Exception as exc:  # the commit itself failed: nothing of the batch is durable
+                self.failed = True
+                log.error("store_commit_failed", error=str(exc), ops=len(batch))
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(StoreError(f"store commit failed: {exc}"))
+                continue
+            if self.failed:
+                log.warning("store_commit_recovered")
+                self.failed = False
+            for (_, _, fut), res in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+            if self._outbox_added:
+                self._outbox_added = False
+                self.outbox_ready.set()
+
+    def _apply(self, batch: list[Op]) -> list[Any]:
+        """Runs in the database thread: one transaction, a savepoint per operation."""
+        assert self._db is not None
+        c = self._db._conn
+        results: list[Any] = []
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for fn, args, _ in batch:
+                c.execute("SAVEPOINT op")
+                try:
+                    results.append(fn(c, *args))
+                    c.execute("RELEASE op")
+                except sqlite3.OperationalError:
+                    raise
+                except Exception as exc:  # one bad operation must not undo the others
+                    c.execute("ROLLBACK TO op")
+                    c.execute("RELEASE op")
+                    results.append(exc)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return results
+
+    # ---------------------------------------------------------------- helpers (database thread)
+    def _emit(self, c: sqlite3.Connection, row: sqlite3.Row | tuple[Any, ...] | None, msg_id: str | None,
+              state: str, err: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
+        """Record a status event and queue it for publishing, in the caller's transaction."""
+        now = time.time()
+        if row is not None:
+            req = orjson.loads(row[1])
+            ids = [r[0] for r in c.execute(
+                "SELECT smsc_message_id FROM parts WHERE msg_id=? AND smsc_message_id IS NOT NULL ORDER BY idx",
+                (msg_id,))]
+            event: dict[str, Any] = {
+                "id": msg_id, "state": state, "at": iso(now), "to": req["to"], "smsc": row[4],
+                "parts": row[5], "attempt": row[6], "smsc_message_ids": ids, "error": err, "meta": req.get("meta"),
+            }
+        else:
+            event = {"id": msg_id, "state": state, "at": iso(now), "error": err}
+        if extra:
+            event.update(extra)
+        payload = orjson.dumps(event)
+        c.execute("INSERT INTO events(msg_id, state, at, payload) VALUES (?,?,?,?)", (msg_id, state, now, payload))
+        topic = f"{self.prefix}/status/{msg_id if msg_id is not None else '_invalid'}"
+        c.execute("INSERT INTO outbox(topic, payload) VALUES (?,?)", (topic, payload))
+        self._outbox_added = True
+
+    @staticmethod
+    def _row(c: sqlite3.Connection, msg_id: str) -> tuple[Any, ...] | None:
+        return c.execute(
+            "SELECT id, req, state, final, smsc, parts, attempt FROM messages WHERE id=?", (msg_id,)).fetchone()
+
+    def _set_state(self, c: sqlite3.Connection, msg_id: str, state: str, final: bool,
+                   err: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
+        c.execute("UPDATE messages SET state=?, final=?, error=?, updated_at=? WHERE id=?",
+                  (state, int(final), orjson.dumps(err) if err else None, time.time(), msg_id))
+        self._emit(c, self._row(c, msg_id), msg_id, state, err, extra)
+
+    def _bump(self, c: sqlite3.Connection, name: str, by: int = 1) -> None:
+        c.execute("INSERT INTO counters(name, value) VALUES (?, ?) "
+                  "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, by))
+
+    # ---------------------------------------------------------------- operations
+    async def accept(self, requests: list[Request], rejections: list[Rejection], default_ttl: int) -> AcceptResult:
+        return await self._call(self._accept, requests, rejections, default_ttl)
+
+    def _accept(self, c: sqlite3.Connection, requests: list[Request], rejections: list[Rejection],
+                default_ttl: int) -> AcceptResult:
+        result = AcceptResult()
+        now = time.time()
+        for req in requests:
+            ttl_at = req.received_at + (req.ttl or default_ttl)
+            cur = c.execute(
+                "INSERT OR IGNORE INTO messages(id, req, state, created_at, updated_at, ttl_at) VALUES (?,?,?,?,?,?)",
+                (req.id, orjson.dumps(req.to_json()), QUEUED, now, now, ttl_at))
+            if cur.rowcount == 0:
+                result.duplicates.append(req.id)
+                continue
+            self._emit(c, self._row(c, req.id), req.id, QUEUED)
+            result.new.append(req)
+        for rej in rejections:
+            err = error(rej.code, None, rej.detail)
+            if rej.id is None:
+                self._emit(c, None, None, REJECTED, err, {"raw": rej.raw.decode("utf-8", "replace")})
+                continue
+            doc = {"id": rej.id, "to": rej.to, "text": None, "meta": rej.meta}
+            cur = c.execute(
+                "INSERT OR IGNORE INTO messages(id, req, state, final, error, created_at, updated_at, ttl_at) "
+                "VALUES (?,?,?,1,?,?,?,?)", (rej.id, orjson.dumps(doc), REJECTED, orjson.dumps(err), now, now, now))
+            if cur.rowcount == 0:
+                result.duplicates.append(rej.id)
+                continue
+            self._emit(c, self._row(c, rej.id), rej.id, REJECTED, err)
+        return result
+
+    async def begin_attempt(self, msg_id: str, smsc: str, parts: int, ref: int) -> tuple[int, int]:
+        """Bind the message to an SMSC, its part count and concatenation reference (kept from the first
+        attempt, so that re-sent parts still join their siblings); returns (attempt number, reference)."""
+        return await self._call(self._begin_attempt, msg_id, smsc, parts, ref)
+
+    def _begin_attempt(self, c: sqlite3.Connection, msg_id: str, smsc: str, parts: int, ref: int) -> tuple[int, int]:
+        c.execute("UPDATE messages SET smsc=?, parts=?, attempt=attempt+1, ref=COALESCE(ref, ?), updated_at=?"
+                  " WHERE id=?", (smsc, parts, ref, time.time(), msg_id))
+        c.executemany("INSERT OR IGNORE INTO parts(msg_id, idx) VALUES (?,?)", [(msg_id, i) for i in range(parts)])
+        row = c.execute("SELECT attempt, ref FROM messages WHERE id=?", (msg_id,)).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, ref)
+
+    async def part_submitted(self, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
+        await self._call(self._part_submitted, msg_id, idx, smsc, smsc_id)
+
+    def _part_submitted(self, c: sqlite3.Connection, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
+        now = time.time()
+        prev = c.execute("SELECT smsc_message_id FROM parts WHERE msg_id=? AND idx=?", (msg_id, idx)).fetchone()
+        if prev is not None and prev[0] is not None:
+            self._bump(c, "resubmits_after_ok")
+        c.execute("UPDATE parts SET smsc_message_id=?, state=CASE WHEN state='pending' THEN 'submitted' ELSE state END,"
+                  " submitted_at=? WHERE msg_id=? AND idx=?", (smsc_id, now, msg_id, idx))
+        keys = receipt_id_keys(smsc_id)
+        c.executemany("INSERT OR IGNORE INTO part_keys(smsc, key, msg_id, idx) VALUES (?,?,?,?)",
+                      [(smsc, k, msg_id, idx) for k in keys])
+        row = self._row(c, msg_id)
+        if row is None:
+            return
+        pending = c.execute("SELECT COUNT(*) FROM parts WHERE msg_id=? AND smsc_message_id IS NULL",
+                            (msg_id,)).fetchone()[0]
+        if pending == 0 and not row[3] and row[2] not in (SUBMITTED, ENROUTE):
+            dlr = orjson.loads(row[1]).get("dlr", True)
+            self._set_state(c, msg_id, SUBMITTED, final=not dlr)
+        # receipts that arrived before this resp was stored
+        marks = ",".join("?" * len(keys))
+        held = c.execute(f"SELECT DISTINCT uid, receipt FROM held_receipts WHERE smsc=? AND key IN ({marks})",
+                         (smsc, *keys)).fetchall()
+        for uid, blob in held:
+            c.execute("DELETE FROM held_receipts WHERE uid=?", (uid,))
+            self._apply_receipt(c, msg_id, idx, receipt_from_json(orjson.loads(blob)))
+
+    async def retrying(self, msg_id: str, next_at: float, error: dict[str, Any]) -> None:
+        await self._call(self._retrying, msg_id, next_at, error)
+
+    def _retrying(self, c: sqlite3.Connection, msg_id: str, next_at: float, err: dict[str, Any]) -> None:
+        row = self._row(c, msg_id)
+        if row is None or row[3]:
+            return
+        c.execute("UPDATE messages SET next_attempt_at=? WHERE id=?", (next_at, msg_id))
+        self._set_state(c, msg_id, RETRYING, False, err, {"next_attempt_at": iso(next_at)})
+
+    async def finish(self, msg_id: str, state: str, error: dict[str, Any] | None) -> None:
+        """End a message in a final state of the engine's own (rejected, failed, expired)."""
+        await self._call(self._finish, msg_id, state, error)
+
+    def _finish(self, c: sqlite3.Connection, msg_id: str, state: str, err: dict[str, Any] | None) -> None:
+        row = self._row(c, msg_id)
+        if row is None or row[3]:
+            return
+        self._set_state(c, msg_id, state, True, err)
+
+    async def receipt(self, smsc: str, receipt: Receipt) -> str:
+        """Correlate a delivery receipt: returns "matched", "held" (no submit known yet) or "late" (already final)."""
+        return await self._call(self._receipt, smsc, receipt)
+
+    def _receipt(self, c: sqlite3.Connection, smsc: str, receipt: Receipt) -> str:
+        keys = receipt_id_keys(receipt.message_id)
+        marks = ",".join("?" * len(keys))
+        rows = c.execute(f"SELECT key, msg_id, idx FROM part_keys WHERE smsc=? AND key IN ({marks})",
+                         (smsc, *keys)).fetchall()
+        if not rows:
+            uid = uuid.uuid4().hex
+            blob = orjson.dumps(receipt_to_json(receipt))
+            now = time.time()
+            c.executemany("INSERT INTO held_receipts(uid, smsc, key, receipt, at) VALUES (?,?,?,?,?)",
+                          [(uid, smsc, k, blob, now) for k in keys])
+            self._bump(c, "receipts_held")
+            return "held"
+        rows.sort(key=lambda r: (not r[0].startswith("s:"),))
+        _, msg_id, idx = rows[0]
+        return self._apply_receipt(c, msg_id, idx, receipt)
+
+    def _apply_receipt(self, c: sqlite3.Connection, msg_id: str, idx: int, receipt: Receipt) -> str:
+        outcome = FINAL_STATE.get(receipt.stat, UNDELIVERED)
+        c.execute("UPDATE parts SET state=?, stat=?, receipt_at=? WHERE msg_id=? AND idx=?",
+                  (_PART_STATE.get(outcome, "undelivered"), receipt.stat, time.time(), msg_id, idx))
+        row = self._row(c, msg_id)
+        if row is None or row[3]:
+            self._bump(c, "receipts_late")
+            return "late"
+        states = [r[0] for r in c.execute("SELECT state FROM parts WHERE msg_id=?", (msg_id,))]
+        err = None if outcome in (DELIVERED, ENROUTE) else error(
+            receipt.stat, None, f"receipt stat:{receipt.stat} err:{receipt.err or ''}".strip())
+        if "undelivered" in states:
+            self._set_state(c, msg_id, UNDELIVERED, True, err)
+        elif "expired" in states:
+            self._set_state(c, msg_id, EXPIRED, True, err)
+        elif states and all(s == "delivered" for s in states):
+            self._set_state(c, msg_id, DELIVERED, True, None)
+        elif outcome == ENROUTE:
+            self._set_state(c, msg_id, ENROUTE, False, None)
+        return "matched"
+
+    async def mo(self, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
+                 concat: tuple[int, int, int] | None, default_alphabet: str) -> dict[str, Any] | None:
+        """Store an MO (or one part of it). Returns the published message once complete, else None."""
+        return await self._call(self._mo, smsc, source, dest, data, data_coding, concat, default_alphabet)
+
+    def _mo(self, c: sqlite3.Connection, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
+            concat: tuple[int, int, int] | None, default_alphabet: str) -> dict[str, Any] | None:
+        now = time.time()
+        if concat is not None:
+            ref, total, seq = concat
+            c.execute("INSERT OR REPLACE INTO mo_parts VALUES (?,?,?,?,?,?,?,?,?)",
+                      (smsc, source, dest, ref, total, seq, data, data_coding, now))
+            key = (smsc, source, dest, ref, total)
+            got = c.execute("SELECT seq, data FROM mo_parts WHERE smsc=? AND source=? AND dest=? AND ref=? AND total=?"
+                            " ORDER BY seq", key).fetchall()
+            if len(got) < total:
+                return None
+            c.execute("DELETE FROM mo_parts WHERE smsc=? AND source=? AND dest=? AND ref=? AND total=?", key)
+            c.execute("DELETE FROM mo_parts WHERE at < ?", (now - 3600,))
+            data = b"".join(d for _, d in got)
+        msg = {"id": str(uuid.uuid4()), "from": source, "to": dest,
+               "text": text.decode(data, data_coding, default_alphabet), "smsc": smsc, "received_at": iso(now)}
+        c.execute("INSERT INTO outbox(topic, payload) VALUES (?,?)", (f"{self.prefix}/inbound", orjson.dumps(msg)))
+        self._bump(c, "mo_received")
+        self._outbox_added = True
+        return msg
+
+    async def outbox_fetch(self, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+        assert self._db is not None
+        rows = await self._db.execute_fetchall(
+            "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
+        return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+    async def outbox_delete(self, seqs: list[int]) -> None:
+        await self._call(self._outbox_delete, seqs)
+
+    @staticmethod
+    def _outbox_delete(c: sqlite3.Connection, seqs: list[int]) -> None:
+        c.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in seqs])
+
+    async def recover(self) -> list[Active]:
+        assert self._db is not None
+        msgs = await self._db.execute_fetchall(
+            "SELECT id, req, state, smsc, attempt, ttl_at, next_attempt_at FROM messages WHERE final=0")
+        parts = await self._db.execute_fetchall(
+            "SELECT p.msg_id, p.idx, p.smsc_message_id FROM parts p JOIN messages m ON m.id=p.msg_id "
+            "WHERE m.final=0 AND p.smsc_message_id IS NOT NULL")
+        submitted: dict[str, dict[int, str]] = {}
+        for msg_id, idx, smsc_id in parts:
+            submitted.setdefault(msg_id, {})[int(idx)] = smsc_id
+        return [
+            Active(Request.from_json(orjson.loads(r[1])), r[2], r[3], int(r[4]), float(r[5]),
+                   submitted.get(r[0], {}), r[6])
+            for r in msgs
+        ]
+
+    async def trace(self, msg_id: str) -> dict[str, Any] | None:
+        assert self._db is not None
+        rows = await self._db.execute_fetchall(
+            "SELECT id, req, state, final, smsc, parts, attempt, error, created_at, updated_at, ttl_at "
+            "FROM messages WHERE id=?", (msg_id,))
+        if not rows:
+            return None
+        r = list(rows)[0]
+        parts = await self._db.execute_fetchall(
+            "SELECT idx, smsc_message_id, state, submitted_at, stat, receipt_at FROM parts WHERE msg_id=? ORDER BY idx",
+            (msg_id,))
+        events = await self._db.execute_fetchall(
+            "SELECT state, at, payload FROM events WHERE msg_id=? ORDER BY seq", (msg_id,))
+        return {
+            "id": r[0], "request": orjson.loads(r[1]), "state": r[2], "final": bool(r[3]), "smsc": r[4],
+            "parts": r[5], "attempt": r[6], "error": orjson.loads(r[7]) if r[7] else None,
+            "created_at": iso(r[8]), "updated_at": iso(r[9]), "ttl_at": iso(r[10]),
+            "part_rows": [
+                {"idx": p[0], "smsc_message_id": p[1], "state": p[2],
+                 "submitted_at": iso(p[3]) if p[3] else None, "stat": p[4],
+                 "receipt_at": iso(p[5]) if p[5] else None} for p in parts
+            ],
+            "events": [orjson.loads(e[2]) for e in events],
+        }
+
+    async def stats(self, since: float) -> dict[str, Any]:
+        assert self._db is not None
+        active = await self._db.execute_fetchall(
+            "SELECT state, COALESCE(smsc, ''), COUNT(*) FROM messages WHERE final=0 GROUP BY 1, 2")
+        recent = await self._db.execute_fetchall(
+            "SELECT state, COALESCE(smsc, ''), COUNT(*) FROM messages WHERE final=1 AND updated_at >= ? "
+            "GROUP BY 1, 2", (since,))
+        counters = await self._db.execute_fetchall("SELECT name, value FROM counters")
+        outbox = await self._db.execute_fetchall("SELECT COUNT(*) FROM outbox")
+        held = await self._db.execute_fetchall("SELECT COUNT(DISTINCT uid) FROM held_receipts")
+        return {
+            "queue": [{"state": s, "smsc": m, "count": n} for s, m, n in active],
+            "outcomes": [{"state": s, "smsc": m, "count": n} for s, m, n in recent],
+            "counters": dict(counters),
+            "outbox": list(outbox)[0][0],
+            "held_receipts": list(held)[0][0],
+        }
+
+
+def receipt_to_json(r: Receipt) -> dict[str, Any]:
+    return {"message_id": r.message_id, "stat": r.stat, "err": r.err, "submit_date": r.submit_date,
+            "done_date": r.done_date, "text": r.text,
+            "network_error_code": r.network_error_code.hex() if r.network_error_code else None}
+
+
+def receipt_from_json(d: dict[str, Any]) -> Receipt:
+    nec = d.get("network_error_code")
+    return Receipt(message_id=d["message_id"], stat=d["stat"], err=d.get("err"), submit_date=d.get("submit_date"),
+                   done_date=d.get("done_date"), text=d.get("text"),
+                   network_error_code=bytes.fromhex(nec) if nec else None)

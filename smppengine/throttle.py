@@ -1,0 +1,161 @@
+"""Per-SMSC flow control: a smooth token bucket and an adaptive rate.
+
+Pure logic: every method takes ``now`` (seconds, any monotonic origin) from the
+caller, so the engine passes ``loop.time()`` and tests pass a fake clock.
+
+The engine combines them per SMSC::
+
+    bucket.set_rate(adaptive.rate, now)
+    wait = max(0.0, adaptive.paused_until() - now)   # honour a throttle pause first
+    ...then: wait += bucket.reserve(now + wait) ... sleep(wait), send
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def _check_rate(rate: float) -> float:
+    rate = float(rate)
+    if not (rate > 0.0 and math.isfinite(rate)):
+        raise ValueError(f"rate must be a positive finite number of messages per second, not {rate!r}")
+    return rate
+
+
+class TokenBucket:
+    """Smooth token bucket shared by every bind of one SMSC account.
+
+    Capacity is exactly one token, refilled continuously at ``rate`` tokens per
+    second. That is the GCRA "virtual scheduling" form: consecutive sends are
+    spaced at least ``1/rate`` seconds apart, and an idle period earns no burst.
+
+    Guarantee (with gaps >= 1/r): any half-open window ``[t, t+1)`` holds at
+    most ``ceil(r)`` sends -- exactly ``r`` for an integer rate -- because k sends
+    in it span ``(k-1)/r < 1`` seconds. For non-integer rates no scheduler can do
+    better while still averaging ``r`` per second. After ``set_rate`` the gap
+    before the next send is ``1/new_rate``, so every window holds at most
+    ``ceil(R)`` sends, R the highest rate in force when its sends were reserved.
+    The long-run rate under continuous demand is exactly ``rate``.
+    """
+
+    __slots__ = ("rate", "_interval", "_last", "_next")
+
+    rate: float
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = _check_rate(rate)
+        self._interval = 1.0 / self.rate
+        self._last: float | None = None    # time slot of the most recent reservation
+        self._next = now                   # earliest slot the next reservation may take
+
+    def set_rate(self, rate: float, now: float) -> None:
+        """Change the rate; slots already handed out stay, the next one is re-spaced."""
+        rate = _check_rate(rate)
+        if rate == self.rate:
+            return
+        self.rate = rate
+        self._interval = 1.0 / rate
+        if self._last is not None:
+            self._next = self._last + self._interval
+
+    def reserve(self, now: float) -> float:
+        """Take the next slot; return how many seconds to wait before sending (0.0 = now).
+
+        A reservation is a commitment: a caller that gives up (cancelled, session
+        lost) simply wastes its slot, which only ever errs on the slow side.
+        """
+        slot = self._next if self._next > now else now
+        self._last = slot
+        self._next = slot + self._interval
+        return slot - now
+
+    def next_free(self) -> float:
+        """The earliest time the next reservation could be sent (for metrics / idle checks)."""
+        return self._next
+
+
+class AdaptiveRate:
+    """Adaptive effective rate for one SMSC, driven by its throttle responses.
+
+    * ``on_throttle`` (ESME_RTHROTTLED 0x58 / ESME_RMSGQFUL 0x14): multiply the
+      rate by ``decrease`` (0.5) with a floor of ``floor`` (1/s, or the configured
+      rate if that is lower), and pause the SMSC for ``pause_initial`` seconds,
+      doubling with each consecutive throttle up to ``pause_max``. Throttles that
+      arrive *during* a pause are answers to submits sent before it: they neither
+      lower the rate again nor lengthen the pause (one decrease per episode, like
+      TCP's one cut per round trip), they just get the remaining pause back.
+    * ``on_success``: after the pause, the rate climbs back additively by
+      ``recover`` x configured per second without a throttle (5 %: from half rate
+      to full in 10 s), capped at exactly the configured rate. The first success
+      after a pause also resets the consecutive-throttle count.
+    """
+
+    __slots__ = (
+        "configured", "decrease", "floor", "recover", "pause_initial", "pause_max",
+        "_rate", "_since", "_paused_until", "_consecutive",
+    )
+
+    def __init__(
+        self,
+        configured: float,
+        now: float,
+        *,
+        decrease: float = 0.5,
+        floor: float = 1.0,
+        recover: float = 0.05,
+        pause_initial: float = 1.0,
+        pause_max: float = 30.0,
+    ) -> None:
+        self.configured = _check_rate(configured)
+        if not 0.0 < decrease < 1.0:
+            raise ValueError("decrease must be in (0, 1)")
+        if not (recover > 0.0 and pause_initial >= 0.0 and pause_max >= pause_initial and floor > 0.0):
+            raise ValueError("recover and floor must be > 0 and 0 <= pause_initial <= pause_max")
+        self.decrease = decrease
+        self.floor = min(floor, self.configured)
+        self.recover = recover
+        self.pause_initial = pause_initial
+        self.pause_max = pause_max
+        self._rate = self.configured
+        self._since = now                # recovery is counted from here
+        self._paused_until = now
+        self._consecutive = 0
+
+    @property
+    def rate(self) -> float:
+        """The effective rate to give the bucket, in messages per second."""
+        return self._rate
+
+    def paused_until(self) -> float:
+        """No submit to this SMSC before this time (it may be in the past)."""
+        return self._paused_until
+
+    @property
+    def consecutive_throttles(self) -> int:
+        return self._consecutive
+
+    def on_throttle(self, now: float) -> float:
+        """Record a throttle response; return the seconds to pause from ``now``."""
+        if now < self._paused_until:
+            return self._paused_until - now
+        self._consecutive += 1
+        self._rate = max(self.floor, self._rate * self.decrease)
+        exponent = min(self._consecutive - 1, 62)
+        pause = min(self.pause_max, self.pause_initial * (2.0 ** exponent))
+        self._paused_until = now + pause
+        self._since = self._paused_until
+        return pause
+
+    def on_success(self, now: float) -> None:
+        """Record an OK (or non-throttle) response: recover toward the configured rate."""
+        if now < self._paused_until:
+            return            # answers to submits sent before the pause prove nothing
+        self._consecutive = 0
+        if self._rate >= self.configured:
+            self._since = now
+            return
+        elapsed = now - self._since
+        if elapsed <= 0.0:
+            return
+        self._rate = min(self.configured, self._rate + self.recover * self.configured * elapsed)
+        self._since = now

@@ -1,0 +1,140 @@
+"""Test harness: a private mosquitto, the simulator, the engine in-process, and an MQTT watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import aiomqtt
+import orjson
+
+from smppengine.config import Config, parse_config
+from smppengine.engine import Engine
+from smppengine.mqtt import parse_url
+
+FINAL = {"delivered", "undelivered", "expired", "rejected", "failed"}
+
+
+def make_config(store: str, mqtt_url: str, smscs: Iterable[dict[str, Any]], **sections: Any) -> Config:
+    data: dict[str, Any] = {
+        "engine": {"instance": f"t{uuid.uuid4().hex[:6]}", "store": store},
+        "mqtt": {"url": mqtt_url},
+        "http": {"listen": ""},
+        "log": {"level": "warning"},
+        "smsc": list(smscs),
+    }
+    for k, v in sections.items():
+        data.setdefault(k, {})
+        if isinstance(v, dict) and isinstance(data[k], dict):
+            data[k].update(v)
+        else:
+            data[k] = v
+    return parse_config(data, "<test>")
+
+
+def smsc(name: str, port: int, **kw: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": name, "host": "127.0.0.1", "port": port, "system_id": "acme", "password": "secret",
+                         "enquire_link_s": 30, "response_timeout_s": 5, "tps": 10000, "window": 50}
+    d.update(kw)
+    return d
+
+
+class Watcher:
+    """Subscribes to every status and MO topic and records what arrives."""
+
+    def __init__(self, url: str, prefix: str = "sms") -> None:
+        self.host, self.port, _ = parse_url(url)
+        self.prefix = prefix
+        self.events: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+        self.inbound: list[dict[str, Any]] = []
+        self.presence: dict[str, dict[str, Any]] = {}
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.client: aiomqtt.Client | None = None
+        self._ready = asyncio.Event()
+
+    async def __aenter__(self) -> Watcher:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(self.host, self.port, identifier=f"w-{uuid.uuid4().hex[:8]}",
+                                          max_queued_incoming_messages=0) as client:
+                    self.client = client
+                    await client.subscribe(f"{self.prefix}/status/#", qos=1)
+                    await client.subscribe(f"{self.prefix}/inbound", qos=1)
+                    await client.subscribe(f"{self.prefix}/engine/+", qos=1)
+                    self._ready.set()
+                    async for m in client.messages:
+                        payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+                        doc = orjson.loads(payload)
+                        topic = str(m.topic)
+                        if topic.endswith("/inbound"):
+                            self.inbound.append(doc)
+                        elif "/engine/" in topic:
+                            self.presence[topic.rsplit("/", 1)[1]] = doc
+                        else:
+                            self.events[doc.get("id")].append(doc)
+                        self._changed.set()
+            except aiomqtt.MqttError:
+                self.client = None
+                await asyncio.sleep(0.2)
+
+    async def publish(self, payload: bytes | dict[str, Any]) -> None:
+        assert self.client is not None
+        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        await self.client.publish(f"{self.prefix}/outbound", data, qos=1)
+
+    async def wait(self, cond: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+        async def loop() -> None:
+            while not cond():
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(loop(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}") from None
+
+    def states(self, msg_id: str | None) -> list[str]:
+        return [e["state"] for e in self.events.get(msg_id, [])]
+
+    def final(self, msg_id: str) -> list[dict[str, Any]]:
+        return [e for e in self.events.get(msg_id, []) if e["state"] in FINAL]
+
+    async def wait_final(self, ids: Iterable[str], timeout: float = 30.0) -> None:
+        ids = list(ids)
+        await self.wait(lambda: all(self.final(i) for i in ids), timeout,
+                        what=f"final states of {len(ids)} ids; missing e.g. "
+                             f"{[i for i in ids if not self.final(i)][:3]}")
+
+
+@contextlib.asynccontextmanager
+async def running_engine(cfg: Config) -> AsyncIterator[Engine]:
+    engine = Engine(cfg)
+    await asyncio.wait_for(engine.start(), 20)
+    try:
+        yield engine
+    finally:
+        await engine.stop(grace=2.0)
+
+
+async def wait_bound(engine: Engine, timeout: float = 10.0) -> None:
+    async def loop() -> None:
+        for c in engine.clients.values():
+            await c.up.wait()
+
+    await asyncio.wait_for(loop(), timeout)

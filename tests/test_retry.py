@@ -1,0 +1,85 @@
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smppengine.retry import RetryPolicy, reconnect_delay
+
+
+@given(attempt=st.integers(1, 10_000), seed=st.integers(0, 2**32))
+def test_delay_within_full_jitter_bounds(attempt: int, seed: int) -> None:
+    policy = RetryPolicy()
+    d = policy.delay(attempt, random.Random(seed))
+    cap = min(300.0, 1.0 * 2 ** min(attempt - 1, 100))
+    assert 0.1 <= d <= cap
+
+
+def test_delay_caps_double_then_stop() -> None:
+    policy = RetryPolicy(max_attempts=20, backoff_initial=1.0, backoff_max=300.0)
+    assert [policy.cap(n) for n in range(1, 11)] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
+
+
+def test_delay_is_jittered_and_spreads_over_the_range() -> None:
+    policy = RetryPolicy()
+    rng = random.Random(42)
+    samples = [policy.delay(4, rng) for _ in range(2000)]
+    assert len(set(samples)) > 1900
+    assert min(samples) < 0.5 and max(samples) > 7.5       # uniform over [0.1, 8]
+    assert 0.1 <= min(samples) and max(samples) <= 8.0
+
+
+def test_delay_is_deterministic_for_a_seeded_rng() -> None:
+    policy = RetryPolicy()
+    assert policy.delay(3, random.Random(7)) == policy.delay(3, random.Random(7))
+
+
+def test_custom_policy() -> None:
+    policy = RetryPolicy(max_attempts=3, backoff_initial=10.0, backoff_max=15.0)
+    rng = random.Random(1)
+    assert all(1.0 <= policy.delay(1, rng) <= 10.0 for _ in range(100))
+    assert all(1.0 <= policy.delay(5, rng) <= 15.0 for _ in range(100))
+
+
+def test_exhausted() -> None:
+    policy = RetryPolicy(max_attempts=5)
+    assert [policy.exhausted(n) for n in range(0, 7)] == [False, False, False, False, False, True, True]
+    assert RetryPolicy(max_attempts=1).exhausted(1)
+
+
+def test_invalid_policy_and_attempt() -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(max_attempts=0)
+    with pytest.raises(ValueError):
+        RetryPolicy(backoff_initial=10.0, backoff_max=5.0)
+    with pytest.raises(ValueError):
+        RetryPolicy().delay(0, random.Random(0))
+
+
+@given(failures=st.integers(1, 10_000), seed=st.integers(0, 2**32))
+def test_reconnect_delay_bounds(failures: int, seed: int) -> None:
+    cap = min(60.0, 2.0 ** min(failures - 1, 100))
+    assert cap / 2 <= reconnect_delay(failures, random.Random(seed)) <= cap
+    bind_cap = min(300.0, 30.0 * 2.0 ** min(failures - 1, 100))
+    assert bind_cap / 2 <= reconnect_delay(failures, random.Random(seed), bind_failed=True) <= bind_cap
+
+
+def test_reconnect_delay_sequence() -> None:
+    rng = random.Random(3)
+    assert reconnect_delay(0, rng) == 0.0
+    assert 0.5 <= reconnect_delay(1, rng) <= 1.0
+    assert 1.0 <= reconnect_delay(2, rng) <= 2.0
+    assert 30.0 <= reconnect_delay(7, rng) <= 60.0
+    assert 30.0 <= reconnect_delay(100, rng) <= 60.0
+    assert 15.0 <= reconnect_delay(1, rng, bind_failed=True) <= 30.0
+    assert 150.0 <= reconnect_delay(5, rng, bind_failed=True) <= 300.0
+    # bind refusals always back off longer than plain connection failures
+    assert all(
+        reconnect_delay(n, random.Random(n), bind_failed=True) > reconnect_delay(n, random.Random(n))
+        for n in range(1, 30)
+    )
+
+
+def test_reconnect_delay_is_jittered() -> None:
+    rng = random.Random(11)
+    assert len({reconnect_delay(6, rng) for _ in range(100)}) == 100
