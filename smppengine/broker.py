@@ -60,7 +60,7 @@ class Mosquitto:
         return conf
 
     async def start(self, timeout: float = 10.0) -> None:
-        binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+        binary = mosquitto_binary()
         if binary is None:
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto), "
                               "and no broker is configured: set mqtt.url in the config")
@@ -88,3 +88,40 @@ class Mosquitto:
         else:
             self.proc.terminate()
         await self.proc.wait()
+
+
+class InProcessBroker:
+    """Fallback when mosquitto is missing: amqtt in-process, MQTT 3.1.1 only, no queueing for offline
+    sessions. Good enough to see the engine work; not a production broker (DEPENDENCIES.md)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port or free_port()
+        self._broker: object | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        from amqtt.broker import Broker
+
+        broker = Broker({
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        })
+        await broker.start()
+        self._broker = broker
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            await self._broker.shutdown()  # type: ignore[attr-defined]
+            self._broker = None
+
+
+def mosquitto_binary() -> str | None:
+    """The mosquitto executable (Debian installs it in /usr/sbin, often not on a user's PATH)."""
+    return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+def mosquitto_available() -> bool:
+    return mosquitto_binary() is not None

@@ -153,7 +153,7 @@ async def _run_engine(cfg: Config) -> None:
 
 async def _run_demo(store: str) -> None:
     """Zero-setup: the built-in simulator and a private mosquitto, then the engine on them."""
-    from .broker import Mosquitto, free_port
+    from .broker import InProcessBroker, Mosquitto, free_port, mosquitto_available
     from .engine import Engine
     from .sim_control import start_control
     from .simulator import Simulator
@@ -164,26 +164,33 @@ async def _run_demo(store: str) -> None:
                     receipt_delay=0.5)
     await sim.start()
     control = await start_control(sim, "127.0.0.1", free_port(DEMO_CONTROL_PORT))
-    broker = Mosquitto(free_port(DEMO_MQTT_PORT))
+    broker: Mosquitto | InProcessBroker
+    if mosquitto_available():
+        broker = Mosquitto(free_port(DEMO_MQTT_PORT))
+    else:
+        log.warning("embedded_broker_fallback", reason="mosquitto not installed; using amqtt in-process "
+                    "(MQTT 3.1.1, nothing queued while the engine is down) - install mosquitto for the real thing")
+        broker = InProcessBroker(free_port(DEMO_MQTT_PORT))
     await broker.start()
     cfg = demo_config(smsc_port=sim.port, mqtt_url=broker.url, store=store)
-    cfg = dataclasses.replace(cfg, http=dataclasses.replace(cfg.http, listen=""))
+    mqtt_cfg = cfg.mqtt if isinstance(broker, Mosquitto) else dataclasses.replace(cfg.mqtt, protocol=4)
+    cfg = dataclasses.replace(cfg, http=dataclasses.replace(cfg.http, listen=""), mqtt=mqtt_cfg)
     engine = Engine(cfg)
     try:
         await engine.start()
         p = cfg.mqtt.topic_prefix
+        ctl = control.sockets[0].getsockname()[1]
+        example = ('{"id": "order-1234-otp", "to": "+447700900123", "from": "ACME", '
+                   '"text": "Your code is 123456"}')
         print(
-            "\nsmppengine demo is running: built-in SMSC simulator on 127.0.0.1:%d (control API :%d), "
-            "embedded mosquitto on 127.0.0.1:%d\n\n"
+            f"\nsmppengine demo is running: built-in SMSC simulator on 127.0.0.1:{sim.port} (control API :{ctl}),"
+            f" embedded broker on 127.0.0.1:{broker.port}\n\n"
             "  Send one and follow it:\n"
-            "    smppengine send --url %s --to +447700900123 --text 'Your code is 123456'\n\n"
+            f"    smppengine send --url {broker.url} --to +447700900123 --text 'Your code is 123456'\n\n"
             "  Or with mosquitto clients:\n"
-            "    mosquitto_sub -p %d -t '%s/status/#' -v &\n"
-            "    mosquitto_pub -p %d -q 1 -t %s/outbound -m '{\"id\": \"order-1234-otp\", "
-            "\"to\": \"+447700900123\", \"from\": \"ACME\", \"text\": \"Your code is 123456\"}'\n\n"
-            "  Ctrl-C stops.\n"
-            % (sim.port, control.sockets[0].getsockname()[1], broker.port, broker.url, broker.port, p,
-               broker.port, p),
+            f"    mosquitto_sub -p {broker.port} -t '{p}/status/#' -v &\n"
+            f"    mosquitto_pub -p {broker.port} -q 1 -t {p}/outbound -m '{example}'\n\n"
+            "  Ctrl-C stops.\n",
             file=sys.stderr, flush=True,
         )
         await stop.wait()

@@ -19,7 +19,6 @@ from .addressing import address, relative_validity
 from .model import EXPIRED, FAILED, REJECTED, Request, error
 from .retry import RetryPolicy
 from .router import NoRoute, Router
-from .smpp import pdu as P
 from .smpp.client import SmscClient
 from .smpp.session import ResponseTimeout, SessionClosed
 from .smpp.status import PERMANENT, THROTTLE, classify, status_name
@@ -115,7 +114,7 @@ class Dispatcher:
             return
         try:
             segments = text.segment(req.text, req.encoding, client.cfg.concat)
-        except text.TextEncodingError as exc:
+        except ValueError as exc:      # TextEncodingError, MessageTooLongError (e.g. payload over 64 KiB)
             await self.store.finish(req.id, REJECTED, error("invalid_request", None, f"text: {exc}"))
             return
         attempt, ref = await self.store.begin_attempt(req.id, client.name, len(segments.chunks),
@@ -220,9 +219,3 @@ class Dispatcher:
                      error=name, error_class=cls)
             return cls, error(name, status, f"submit_sm_resp {name} (0x{status:08X})")
 
-
-def sent_count(d: Dispatcher) -> int:
-    return d.submitted_ok
-
-
-__all__ = ["Dispatcher", "P"]

@@ -69,11 +69,10 @@ def parse_request(payload: bytes, now: float | None = None) -> Request | Rejecti
     encoding = doc.get("encoding", "auto")
     if encoding not in text.ENCODINGS:
         return reject(f"encoding: expected one of {', '.join(text.ENCODINGS)}")
-    if encoding in ("gsm7", "latin1"):
-        try:
-            text.segment(body, encoding)
-        except text.TextEncodingError as exc:
-            return reject(f"text: {exc}")
+    try:
+        text.segment(body, encoding)   # characters that do not fit the encoding, or over 255 parts
+    except ValueError as exc:
+        return reject(f"text: {exc}")
     dlr = doc.get("dlr", True)
     if not isinstance(dlr, bool):
         return reject("dlr: expected true or false")

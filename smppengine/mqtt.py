@@ -50,6 +50,8 @@ class MqttLink:
         self.prefix = cfg.topic_prefix
         self.on_message = on_message
         self.connected = asyncio.Event()
+        self.disconnected = asyncio.Event()
+        self.disconnected.set()
         self.client: aiomqtt.Client | None = None
         self.presence_topic = f"{self.prefix}/engine/{instance}"
         share = cfg.share_group
@@ -99,6 +101,7 @@ class MqttLink:
                     await client.subscribe(self.request_topic, qos=1)
                     await client.publish(self.presence_topic, self._presence("online"), qos=1, retain=True)
                     failures = 0
+                    self.disconnected.clear()
                     self.connected.set()
                     log.info("mqtt_connected", url=self.cfg.url, topic=self.request_topic)
                     async for message in client.messages:
@@ -111,6 +114,7 @@ class MqttLink:
                 log.warning("mqtt_disconnected", url=self.cfg.url, error=str(exc))
             finally:
                 self.connected.clear()
+                self.disconnected.set()
                 self.client = None
             if self._stopping:
                 return

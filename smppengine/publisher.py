@@ -34,7 +34,7 @@ class Publisher:
             if not rows:
                 self.idle.set()
                 waiter = asyncio.ensure_future(ready.wait())
-                gone = asyncio.ensure_future(self._disconnected())
+                gone = asyncio.ensure_future(self.link.disconnected.wait())
                 await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 gone.cancel()
@@ -50,10 +50,6 @@ class Publisher:
             last = rows[-1][0]
             self.published += len(rows)
             await self.store.outbox_delete([seq for seq, _, _ in rows])
-
-    async def _disconnected(self) -> None:
-        while self.link.connected.is_set():
-            await asyncio.sleep(0.5)
 
     async def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty (bounded); True when it is."""

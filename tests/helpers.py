@@ -138,3 +138,97 @@ async def wait_bound(engine: Engine, timeout: float = 10.0) -> None:
             await c.up.wait()
 
     await asyncio.wait_for(loop(), timeout)
+
+
+def write_toml(path: str, cfg: dict[str, Any]) -> str:
+    """Write a config dict as TOML (enough of TOML for test configs)."""
+
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return orjson.dumps(v).decode()
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        return str(v)
+
+    lines: list[str] = []
+    for section, body in cfg.items():
+        if isinstance(body, list):
+            for item in body:
+                lines.append(f"[[{section}]]")
+                lines += [f"{k} = {val(v)}" for k, v in item.items()]
+        else:
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {val(v)}" for k, v in body.items()]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+class EngineProcess:
+    """`smppengine run --config PATH` as a child process, its JSON log lines collected."""
+
+    def __init__(self, config_path: str, *extra: str) -> None:
+        self.config_path = config_path
+        self.extra = extra
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[dict[str, Any]] = []
+        self._new = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, env: dict[str, str] | None = None) -> None:
+        import os
+        import sys
+
+        self.lines = []
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "smppengine.cli", "run", "--config", self.config_path, *self.extra,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **(env or {})})
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            try:
+                doc = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                doc = {"event": "_text", "text": raw.decode(errors="replace")}
+            self.lines.append(doc)
+            self._new.set()
+
+    def count(self, event: str) -> int:
+        return sum(1 for d in self.lines if d.get("event") == event)
+
+    async def wait_log(self, event: str, n: int = 1, timeout: float = 20.0) -> dict[str, Any]:
+        async def loop() -> dict[str, Any]:
+            while True:
+                hits = [d for d in self.lines if d.get("event") == event]
+                if len(hits) >= n:
+                    return hits[n - 1]
+                if self.proc is not None and self.proc.returncode is not None:
+                    raise AssertionError(f"engine exited ({self.proc.returncode}) before {event}: {self.lines[-20:]}")
+                self._new.clear()
+                await self._new.wait()
+
+        try:
+            return await asyncio.wait_for(loop(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no {event!r} log line within {timeout}s; last lines {self.lines[-10:]}") from None
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        await self.proc.wait()
+        if self._reader is not None:
+            await self._reader
+
+    async def terminate(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        rc = await asyncio.wait_for(self.proc.wait(), timeout)
+        if self._reader is not None:
+            await self._reader
+        return rc

@@ -27,3 +27,75 @@ async def test_contract_example_is_delivered(tmp_path: Path, broker: Mosquitto, 
         assert rec.source_addr == "ACME" and rec.source_addr_ton == 5
         assert rec.short_message == b"Your code is 123456" and rec.data_coding == 0
         assert rec.registered_delivery == 1 and rec.validity_period == "000000010000000R"
+
+
+def _texts(i: int) -> str:
+    kinds = [
+        lambda: f"Code {i}: 123456",
+        lambda: ("Price 10€ [promo] " * 12)[: 150 + i % 60] + f" #{i}",        # GSM with escapes across parts
+        lambda: ("Привет, мир! " * 9)[: 60 + i % 50] + f" {i}",                 # Cyrillic → UCS-2
+        lambda: f"Party 🎉🎉 {i} " + "😀" * (i % 40),                           # astral → surrogate pairs
+        lambda: "@£$¥èéùìòÇ§ÄÖÑÜ` {i}".replace("{i}", str(i)),                  # '`' is not GSM → UCS-2
+    ]
+    return kinds[i % len(kinds)]()
+
+
+def _reassemble(records: list) -> str:  # type: ignore[type-arg]
+    from smppengine import text
+
+    chunks = []
+    for r in records:
+        body = r.short_message
+        seq = 1
+        if r.esm_class & 0x40:
+            info, body = text.split_udh(body)
+            seq = info.seq if info else 1
+        chunks.append((seq, text.decode(body, r.data_coding)))
+    return "".join(c for _, c in sorted(chunks))
+
+
+async def test_thousand_mixed_texts_each_delivered_once(tmp_path: Path, broker: Mosquitto, sim: Simulator) -> None:
+    cfg = make_config(str(tmp_path / "e.db"), broker.url, [smsc("a", sim.port, binds=2, window=20)])
+    n = 1000
+    expected = {f"m{i}": (f"+4477{i:08d}", _texts(i)) for i in range(n)}
+    async with Watcher(broker.url) as w, running_engine(cfg) as engine:
+        await wait_bound(engine)
+        for msg_id, (to, body) in expected.items():
+            await w.publish({"id": msg_id, "to": to, "text": body})
+        await w.wait_final(expected, timeout=120)
+    by_dest: dict[str, list] = {}  # type: ignore[type-arg]
+    for r in sim.ok_submits():
+        by_dest.setdefault(r.destination_addr, []).append(r)
+    for msg_id, (to, body) in expected.items():
+        finals = w.final(msg_id)
+        assert [e["state"] for e in finals] == ["delivered"], (msg_id, w.states(msg_id))
+        recs = by_dest[to[1:]]
+        assert finals[0]["smsc_message_ids"] == [r.message_id for r in sorted(recs, key=lambda r: r.at)] or \
+            sorted(finals[0]["smsc_message_ids"]) == sorted(r.message_id for r in recs)
+        assert _reassemble(recs) == body, msg_id
+        assert finals[0]["parts"] == len(recs)
+
+
+async def test_receipt_before_resp_and_decimal_receipt_ids(tmp_path: Path, broker: Mosquitto) -> None:
+    sim = Simulator(credentials={"acme": "secret"}, id_format="hex", receipt_id_format="dec",
+                    first_message_id=0xABC000)
+    await sim.start()
+    try:
+        cfg = make_config(str(tmp_path / "e.db"), broker.url, [smsc("a", sim.port)])
+        async with Watcher(broker.url) as w, running_engine(cfg) as engine:
+            await wait_bound(engine)
+            sim.receipt_before_resp(3)
+            ids = [f"early{i}" for i in range(3)] + [f"late{i}" for i in range(3)]
+            for i in ids:
+                await w.publish({"id": i, "to": "+15550001111", "text": f"hello {i}"})
+            await w.wait_final(ids)
+            for i in ids:
+                assert [e["state"] for e in w.final(i)] == ["delivered"], w.states(i)
+                assert "submitted" in w.states(i)
+            assert engine.counters["receipts_held"] >= 3          # the early receipts really came first
+            hex_ids = {r.message_id for r in sim.ok_submits()}
+            assert all(h.startswith("abc") for h in hex_ids)      # hex ids; receipts carried them in decimal
+            got = {w.final(i)[0]["smsc_message_ids"][0] for i in ids}
+            assert got == hex_ids
+    finally:
+        await sim.stop()

@@ -11,6 +11,7 @@ import smpplib.smpp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from smppengine.smpp import fastcodec
 from smppengine.smpp import pdu as P
 from smppengine.smpp.pdu import (
     FLAG,
@@ -357,7 +358,9 @@ def test_deliver_sm_receipt_bytes() -> None:
         b"\x05\x00ACME\0"
         b"\x04\x00\x00"  # esm_class = SMSC delivery receipt
         b"\0\0"
-        b"\x00\x00\x00\x00" + bytes([len(text)]) + text
+        b"\x00\x00\x00\x00"
+        + bytes([len(text)])
+        + text
         # TLVs in smpplib's order: network_error_code, message_state, receipted_message_id
         + tlv(0x0423, b"\x03\x00\x00")
         + tlv(0x0427, b"\x02")
@@ -678,3 +681,78 @@ def test_property_identical_to_smpplib(pdu: Pdu) -> None:
     back = decode(raw)
     assert back == Pdu(command, seq, status, params)
     assert encode(back) == raw
+
+
+# --- the hot-path struct codec: byte-identical to smpplib, and to our generic decoder ------------------------
+
+HOT_COMMANDS = sorted(fastcodec.ENCODERS)
+
+
+@st.composite
+def hot_pdu(draw: st.DrawFn) -> Pdu:
+    command = draw(st.sampled_from(HOT_COMMANDS))
+    return Pdu(
+        command,
+        draw(st.integers(0, 0xFFFFFFFF)),
+        draw(st.sampled_from([0, 0, 0, 0x14, 0x58])),
+        draw(_params_strategy(command)),
+    )
+
+
+def test_fast_codec_is_wired_in() -> None:
+    assert set(HOT_COMMANDS) == {
+        "submit_sm",
+        "submit_sm_resp",
+        "deliver_sm",
+        "deliver_sm_resp",
+        "enquire_link",
+        "enquire_link_resp",
+    }
+    for name, fn in fastcodec.ENCODERS.items():
+        assert P._FAST_ENCODERS[name] is fn
+        assert P._FAST_DECODERS[P.COMMAND_IDS[name]] is fastcodec.DECODERS[P.COMMAND_IDS[name]]
+
+
+@settings(max_examples=2500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hot_pdu())
+def test_fastcodec_identical_to_smpplib_both_directions(pdu: Pdu) -> None:
+    raw = fastcodec.ENCODERS[pdu.command](pdu)
+    assert raw == smpplib_encode(pdu.command, pdu.seq, pdu.status, dict(pdu.params))
+    fast = fastcodec.DECODERS[pdu.command_id](raw, pdu.status, pdu.seq)
+    assert fast == Pdu(*smpplib_decode(raw))
+    spec = P.SPECS[pdu.command]
+    assert fast.params == P.decode_body(spec, raw[16:], pdu.seq, pdu.is_response)
+
+
+def _outcome(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except PduError as e:
+        return ("PduError", e.status, e.seq, e.command_id)
+
+
+@settings(max_examples=2500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hot_pdu(), st.data())
+def test_fastcodec_agrees_with_generic_decoder_on_broken_input(pdu: Pdu, data: st.DataObject) -> None:
+    raw = bytearray(encode(pdu))
+    op = data.draw(st.sampled_from(["cut", "flip", "insert", "nul"]))
+    if op == "cut":
+        del raw[data.draw(st.integers(16, len(raw))) :]
+    elif op == "flip" and len(raw) > 16:
+        i = data.draw(st.integers(16, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    elif op == "insert":
+        i = data.draw(st.integers(16, len(raw)))
+        raw[i:i] = data.draw(st.binary(min_size=1, max_size=6))
+    else:
+        raw[16:] = bytes(raw[16:]).replace(b"\0", b"\x01")
+    raw[:4] = struct.pack(">I", len(raw))
+    frame_ = bytes(raw)
+    spec = P.SPECS[pdu.command]
+
+    def generic() -> Pdu:
+        return Pdu(spec.name, pdu.seq, pdu.status, P.decode_body(spec, frame_[16:], pdu.seq, pdu.is_response))
+
+    fast = _outcome(fastcodec.DECODERS[pdu.command_id], frame_, pdu.status, pdu.seq)
+    assert fast == _outcome(generic)
+    assert _outcome(decode, frame_) == fast

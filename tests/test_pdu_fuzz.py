@@ -199,24 +199,35 @@ async def test_100k_malformed_pdus_through_read_frame_and_decode() -> None:
     cases = generate_cases(SEED, N_CASES)
     assert len(cases) >= 100_000
     stats = Stats()
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base, _ = tracemalloc.get_traced_memory()
-        for data in cases:
-            await feed_stream(data, stats)
-            check_decode(data, stats)  # the raw bytes straight into decode, length lies included
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    for data in cases:
+        await feed_stream(data, stats)
+        check_decode(data, stats)  # the raw bytes straight into decode, length lies included
     # the fuzz really reached every outcome
     assert stats.frames > 50_000
     assert stats.decoded > 10_000
     assert stats.pdu_errors > 50_000
     assert stats.frame_errors > 5_000
     assert stats.reencoded > 5_000
-    # nothing proportional to what command_length claims (up to 4 GiB) was ever allocated
-    assert peak - base < 8 * 1024 * 1024, peak - base
+
+
+async def test_memory_stays_bounded_under_malformed_input() -> None:
+    # tracemalloc makes Python ~5x slower: a 20,000-case run of the same generator (other seed) under it
+    cases = generate_cases(SEED + 1, 20_000)
+    stats = Stats()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        for data in cases:
+            await feed_stream(data, stats)
+            check_decode(data, stats)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert stats.frame_errors > 1_000 and stats.pdu_errors > 10_000
+    # nothing proportional to what command_length claims (up to 4 GiB) is allocated, and nothing accumulates
+    assert peak - base < 1024 * 1024, peak - base
+    assert current - base < 64 * 1024, current - base
 
 
 async def test_huge_command_length_allocates_nothing() -> None:
@@ -232,7 +243,7 @@ async def test_huge_command_length_allocates_nothing() -> None:
             except FrameError:
                 pass
             else:
-                raise AssertionError("accepted a frame of %d octets" % n)
+                raise AssertionError(f"accepted a frame of {n} octets")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -260,7 +271,7 @@ def test_hypothesis_consistent_header_random_body(status: int, cid: int, seq: in
     check_decode(raw, Stats())
 
 
-@settings(max_examples=1500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.randoms(use_true_random=False), st.binary(max_size=120))
 async def test_hypothesis_stream(rng: random.Random, junk: bytes) -> None:
     data = random_valid_pdu(rng) + mutate(rng, random_valid_pdu(rng)) + junk

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smppengine.sim_control import start_control
-from smppengine.simulator import NoReceiverError, Simulator
+from smppengine.simulator import (
+    NoReceiverError,
+    SimOptions,
+    Simulator,
+    encode_deliver_sm,
+    parse_sim_args,
+    run_simulator_cli,
+)
 from smppengine.smpp.pdu import Pdu, decode, encode, next_seq, read_frame
 
 ESME_RINVBNDSTS = 0x04
@@ -55,8 +65,8 @@ class Client:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def recv(self, timeout: float = T) -> Pdu:
-        async with asyncio.timeout(timeout):
+    async def recv(self, wait: float = T) -> Pdu:
+        async with asyncio.timeout(wait):
             return decode(await read_frame(self.reader))
 
     async def bind(self, kind: str = "transceiver", system_id: str = "acme", password: str = "secret") -> Pdu:
@@ -586,3 +596,95 @@ async def test_many_sessions_pipelined(sim: Simulator) -> None:
     finally:
         for c in clients:
             await c.close()
+
+
+# --------------------------------------------------------------------------- fast receipt encoder
+
+_cstr = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=15)
+_u8 = st.integers(0, 255)
+
+
+@given(
+    seq=st.integers(1, 0x7FFFFFFF),
+    src=_cstr,
+    dst=_cstr,
+    ton=_u8,
+    esm=_u8,
+    dc=_u8,
+    sm=st.binary(max_size=254),
+    state=st.none() | st.integers(0, 8),
+    rid=st.none() | st.text(alphabet="0123456789abcdef", min_size=1, max_size=64),
+)
+def test_encode_deliver_sm_matches_pdu_encode(
+    seq: int, src: str, dst: str, ton: int, esm: int, dc: int, sm: bytes, state: int | None, rid: str | None
+) -> None:
+    params: dict[str, Any] = {
+        "service_type": "",
+        "source_addr_ton": ton,
+        "source_addr_npi": 1,
+        "source_addr": src,
+        "dest_addr_ton": 0,
+        "dest_addr_npi": 0,
+        "destination_addr": dst,
+        "esm_class": esm,
+        "data_coding": dc,
+        "short_message": sm,
+    }
+    if state is not None:
+        params["message_state"] = state
+    if rid is not None:
+        params["receipted_message_id"] = rid
+    assert encode_deliver_sm(seq, params) == encode(Pdu("deliver_sm", seq, 0, params))
+
+
+# --------------------------------------------------------------------------- standalone entry point
+
+
+def test_parse_sim_args() -> None:
+    opts = parse_sim_args(
+        ["--port", "2776", "--control-port", "-1", "--credentials", "acme:secret", "--tps-limit", "50",
+         "--id-format", "dec", "--receipt-stat", "UNDELIV", "--receipt-delay", "0.5", "--enquire-link-s", "5"]
+    )
+    assert opts.port == 2776 and opts.control_port is None
+    kw = opts.simulator_kwargs()
+    assert kw["credentials"] == {"acme": "secret"} and kw["tps_limit"] == 50.0 and kw["id_format"] == "dec"
+    assert kw["receipt_stat"] == "UNDELIV" and kw["receipt_delay"] == 0.5 and kw["enquire_link_s"] == 5.0
+    assert parse_sim_args([]).simulator_kwargs()["credentials"] is None
+    with pytest.raises(SystemExit):
+        parse_sim_args(["--credentials", "no-colon"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_run_simulator_cli_serves_smpp_and_control_until_cancelled() -> None:
+    port, cport = _free_port(), _free_port()
+    opts = SimOptions(port=port, control_port=cport, credentials={"acme": "secret"})
+    task = asyncio.create_task(run_simulator_cli(opts))
+    try:
+        async with asyncio.timeout(T):
+            while True:  # wait until both listeners accept
+                try:
+                    status, stats = await _http(cport, "GET", "/stats")
+                    break
+                except OSError:
+                    await asyncio.sleep(0.01)
+        assert status == 200 and stats["port"] == port
+        c = await Client.connect(port)
+        try:
+            assert (await c.bind()).status == 0
+            assert (await c.submit_and_resp(rd=0)).status == 0
+            task.cancel()  # graceful stop: the simulator unbinds its sessions
+            unbind = await c.recv()
+            assert unbind.command == "unbind"
+            await c.send("unbind_resp", seq=unbind.seq)
+        finally:
+            await c.close()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(T):
+                await task
+    finally:
+        task.cancel()

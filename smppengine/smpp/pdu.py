@@ -165,9 +165,7 @@ class PduError(Exception):
     The session answers ``generic_nack(status=self.status, seq=self.seq)`` and goes on.
     """
 
-    def __init__(
-        self, message: str, *, status: int = ESME_RSYSERR, seq: int = 0, command_id: int = 0
-    ) -> None:
+    def __init__(self, message: str, *, status: int = ESME_RSYSERR, seq: int = 0, command_id: int = 0) -> None:
         super().__init__(message)
         self.status = status
         self.seq = seq
@@ -238,9 +236,7 @@ def _field_from_smpplib(cls: type, name: str) -> FieldSpec:
     if p.type is str:
         return FieldSpec(name, STR, getattr(p, "max", getattr(p, "size", 256)), tag)
     if p.type is _smpp_command.ostr:
-        return FieldSpec(
-            name, OSTR, getattr(p, "max", getattr(p, "size", 0)), tag, getattr(p, "len_field", None)
-        )
+        return FieldSpec(name, OSTR, getattr(p, "max", getattr(p, "size", 0)), tag, getattr(p, "len_field", None))
     return FieldSpec(name, FLAG, 0, tag)
 
 
@@ -262,15 +258,11 @@ SPECS: dict[str, CommandSpec] = {
     for name, cls in _SMPPLIB_CLASSES.items()
 }
 # outbind is not in smpplib; SMPP 3.4, 4.1.7.1.
-SPECS["outbind"] = _make_spec(
-    "outbind", [FieldSpec("system_id", STR, 16, None), FieldSpec("password", STR, 9, None)]
-)
+SPECS["outbind"] = _make_spec("outbind", [FieldSpec("system_id", STR, 16, None), FieldSpec("password", STR, 9, None)])
 SPECS_BY_ID: dict[int, CommandSpec] = {s.command_id: s for s in SPECS.values()}
 
 _RESPONSE_OF: dict[str, str] = {
-    name: name + "_resp"
-    for name in COMMAND_IDS
-    if not name.endswith("_resp") and name + "_resp" in COMMAND_IDS
+    name: name + "_resp" for name in COMMAND_IDS if not name.endswith("_resp") and name + "_resp" in COMMAND_IDS
 }
 
 
@@ -287,17 +279,13 @@ def decode_tlvs(spec: CommandSpec, body: bytes, pos: int, params: dict[str, Any]
         pos += 4
         end = pos + length
         if end > n:
-            raise PduError(
-                f"TLV 0x{tag:04x} overruns the PDU", status=ESME_RINVCMDLEN, seq=seq, command_id=cid
-            )
+            raise PduError(f"TLV 0x{tag:04x} overruns the PDU", status=ESME_RINVCMDLEN, seq=seq, command_id=cid)
         f = by_tag.get(tag)
         if f is not None:
             kind = f.kind
             if kind == INT:
                 if not 1 <= length <= 4:
-                    raise PduError(
-                        f"TLV {f.name} has length {length}", status=ESME_RINVCMDLEN, seq=seq, command_id=cid
-                    )
+                    raise PduError(f"TLV {f.name} has length {length}", status=ESME_RINVCMDLEN, seq=seq, command_id=cid)
                 params[f.name] = int.from_bytes(body[pos:end], "big")
             elif kind == STR:
                 z = body.find(b"\0", pos, end)
@@ -411,9 +399,7 @@ def validate_params(spec: CommandSpec, params: Mapping[str, Any]) -> None:
             try:
                 value.encode("latin-1" if f.tag is None else "ascii")
             except UnicodeEncodeError:
-                raise ValueError(
-                    f"{name} is not {'latin-1' if f.tag is None else 'ASCII'}: {value!r}"
-                ) from None
+                raise ValueError(f"{name} is not {'latin-1' if f.tag is None else 'ASCII'}: {value!r}") from None
         elif kind == OSTR:
             if not isinstance(value, bytes | bytearray):
                 raise ValueError(f"{name} must be bytes, not {type(value).__name__}")
@@ -520,6 +506,8 @@ def next_seq(seq: int) -> int:
 # The fast codec registers itself here (it imports this module, so the import must come last).
 _FAST_ENCODERS: dict[str, Any] = {}
 _FAST_DECODERS: dict[int, Any] = {}
+
+from smppengine.smpp import fastcodec as _fastcodec  # noqa: E402,F401  (registers the hot-path codec)
 
 __all__ = [
     "MAX_PDU_LEN",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Active, AcceptResult, Store, StoreError
+from .base import AcceptResult, Active, Store, StoreError
 from .sqlite import SqliteStore
 
 

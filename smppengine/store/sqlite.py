@@ -145,8 +145,8 @@ class SqliteStore:
 
     async def close(self) -> None:
         if self._writer is not None:
-            while self._ops:
-                await asyncio.sleep(0.001)
+            if self._ops:
+                await self._call(lambda c: None)   # resolves after every operation queued before it
             self._writer.cancel()
             try:
                 await self._writer
