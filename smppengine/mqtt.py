@@ -9,6 +9,7 @@ module and covered by the kill-before-commit test.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import ssl
 from collections.abc import Callable
@@ -26,6 +27,11 @@ from .config import MqttConfig
 from .model import iso
 
 log = structlog.get_logger(__name__)
+
+# aiomqtt logs a warning for every publish beyond ten in flight; the outbox publisher keeps hundreds
+# in flight on purpose, so its chatter is kept to errors.
+_paho_log = logging.getLogger("smppengine.mqtt.aiomqtt")
+_paho_log.setLevel(logging.ERROR)
 
 
 @dataclass(slots=True)
@@ -84,7 +90,7 @@ class MqttLink:
             will=aiomqtt.Will(self.presence_topic, self._presence("offline"), qos=1, retain=True),
             clean_session=None if v5 else False,
             clean_start=False if v5 else 3,  # type: ignore[arg-type]
-            properties=props, tls_params=tls_params, keepalive=30,
+            properties=props, tls_params=tls_params, keepalive=30, logger=_paho_log,
             max_inflight_messages=1000,
         )
         client._client.manual_ack_set(True)

@@ -1090,11 +1090,13 @@ def parse_sim_args(argv: Sequence[str]) -> SimOptions:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=2775)
     ap.add_argument("--control-host", default="127.0.0.1")
-    ap.add_argument("--control-port", type=int, default=8775, help="HTTP control API port; -1 turns it off")
+    ap.add_argument("--control-port", type=int, default=8775, help="HTTP control API port; 0 turns it off")
     ap.add_argument(
         "--credentials", action="append", default=[], metavar="SYSTEM_ID:PASSWORD",
         help="accepted credentials (repeatable); none given = accept any",
     )
+    ap.add_argument("--system-id", default=None, help="accepted system_id (same as --credentials ID:PASSWORD)")
+    ap.add_argument("--password", default=None)
     ap.add_argument("--id-format", choices=_ID_FORMATS, default="hex")
     ap.add_argument("--receipt-id-format", choices=("same", *_ID_FORMATS), default="same")
     ap.add_argument("--receipt-delay", type=float, default=0.0)
@@ -1102,7 +1104,10 @@ def parse_sim_args(argv: Sequence[str]) -> SimOptions:
     ap.add_argument("--tps-limit", type=float, default=None)
     ap.add_argument("--name", default="sim")
     ap.add_argument("--enquire-link-s", type=float, default=30.0)
-    ap.add_argument("--no-record-submits", action="store_true", help="keep counters only (long benchmarks)")
+    ap.add_argument(
+        "--no-record", "--no-record-submits", dest="no_record", action="store_true",
+        help="keep counters only, not every submit (long benchmarks)",
+    )
     ns = ap.parse_args(list(argv))
     creds: dict[str, str] | None = None
     for item in ns.credentials:
@@ -1111,11 +1116,14 @@ def parse_sim_args(argv: Sequence[str]) -> SimOptions:
             ap.error(f"--credentials {item!r}: expected SYSTEM_ID:PASSWORD")
         creds = creds or {}
         creds[system_id] = password
+    if ns.system_id:
+        creds = creds or {}
+        creds[ns.system_id] = ns.password or ""
     return SimOptions(
         host=ns.host,
         port=ns.port,
         control_host=ns.control_host,
-        control_port=None if ns.control_port < 0 else ns.control_port,
+        control_port=ns.control_port if ns.control_port > 0 else None,
         credentials=creds,
         id_format=ns.id_format,
         receipt_id_format=ns.receipt_id_format,
@@ -1124,7 +1132,7 @@ def parse_sim_args(argv: Sequence[str]) -> SimOptions:
         tps_limit=ns.tps_limit,
         name=ns.name,
         enquire_link_s=ns.enquire_link_s,
-        extra={"record_submits": False} if ns.no_record_submits else {},
+        extra={"record_submits": False} if ns.no_record else {},
     )
 
 

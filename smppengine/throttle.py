@@ -159,3 +159,35 @@ class AdaptiveRate:
             return
         self._rate = min(self.configured, self._rate + self.recover * self.configured * elapsed)
         self._since = now
+
+
+class SendLog:
+    """The last sends' actual times: the hard guarantee behind the bucket.
+
+    The bucket spaces *reservations*; a send that leaves late (a busy loop) can
+    bunch up with the next one. This log looks at the times sends really left and
+    delays a send until the one ``limit`` sends earlier is at least ``span``
+    (+ a small margin for network jitter) in the past, so no sliding window
+    ever carries more than ``limit`` sends.
+    """
+
+    __slots__ = ("span", "_times")
+
+    def __init__(self, span: float = 1.0 + 0.005) -> None:
+        from collections import deque
+
+        self.span = span
+        self._times: deque[float] = deque()
+
+    def wait(self, now: float, limit: int) -> float:
+        """Seconds to wait before one more send keeps every window at ``limit`` sends or fewer."""
+        limit = max(1, limit)
+        times = self._times
+        while len(times) > limit:
+            times.popleft()
+        if len(times) < limit:
+            return 0.0
+        return max(0.0, times[0] + self.span - now)
+
+    def record(self, now: float) -> None:
+        self._times.append(now)

@@ -232,3 +232,71 @@ class EngineProcess:
         if self._reader is not None:
             await self._reader
         return rc
+
+
+class SimProcess:
+    """`smppengine sim` in its own process (its clock and event loop are not the engine's), driven over
+    its HTTP control API."""
+
+    def __init__(self, *args: str) -> None:
+        from smppengine.broker import free_port
+
+        self.port = free_port()
+        self.control_port = free_port()
+        self.args = args
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        import sys
+
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "smppengine.cli", "sim", "--port", str(self.port),
+            "--control-port", str(self.control_port), "--system-id", "acme", "--password", "secret", *self.args,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                await self.get("/stats")
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise AssertionError("simulator process did not start")
+
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.control_port)
+        data = orjson.dumps(body) if body is not None else b""
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
+                     f"Connection: close\r\n\r\n".encode() + data)
+        raw = await reader.read()
+        writer.close()
+        head, _, payload = raw.partition(b"\r\n\r\n")
+        if not head.split()[1].startswith(b"2"):
+            raise AssertionError(f"{method} {path}: {head[:100]!r} {payload[:200]!r}")
+        return orjson.loads(payload)
+
+    async def get(self, path: str) -> Any:
+        return await self.request("GET", path)
+
+    async def submits(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        since = 0
+        while True:
+            page = await self.get(f"/submits?since={since}&limit=5000")
+            out += page["submits"]
+            if not page["submits"]:
+                return out
+            since = page["next"]
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
+
+
+async def eventually(cond: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+    """Wait for a condition on in-process state that has no event of its own (checked every 10 ms)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
+        await asyncio.sleep(0.01)

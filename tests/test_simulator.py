@@ -642,7 +642,7 @@ def test_encode_deliver_sm_matches_pdu_encode(
 
 def test_parse_sim_args() -> None:
     opts = parse_sim_args(
-        ["--port", "2776", "--control-port", "-1", "--credentials", "acme:secret", "--tps-limit", "50",
+        ["--port", "2776", "--control-port", "0", "--credentials", "acme:secret", "--tps-limit", "50",
          "--id-format", "dec", "--receipt-stat", "UNDELIV", "--receipt-delay", "0.5", "--enquire-link-s", "5"]
     )
     assert opts.port == 2776 and opts.control_port is None
@@ -650,6 +650,10 @@ def test_parse_sim_args() -> None:
     assert kw["credentials"] == {"acme": "secret"} and kw["tps_limit"] == 50.0 and kw["id_format"] == "dec"
     assert kw["receipt_stat"] == "UNDELIV" and kw["receipt_delay"] == 0.5 and kw["enquire_link_s"] == 5.0
     assert parse_sim_args([]).simulator_kwargs()["credentials"] is None
+    opts = parse_sim_args(["--system-id", "x", "--password", "y", "--no-record"])
+    assert opts.control_port == 8775
+    assert opts.simulator_kwargs()["credentials"] == {"x": "y"}
+    assert opts.simulator_kwargs()["record_submits"] is False
     with pytest.raises(SystemExit):
         parse_sim_args(["--credentials", "no-colon"])
 

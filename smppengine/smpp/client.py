@@ -16,7 +16,7 @@ import structlog
 
 from ..config import SmscConfig
 from ..retry import reconnect_delay
-from ..throttle import AdaptiveRate, TokenBucket
+from ..throttle import AdaptiveRate, SendLog, TokenBucket
 from . import pdu as P
 from .session import BindFailed, DeliverHandler, ResponseTimeout, Session, SessionClosed
 
@@ -33,6 +33,7 @@ class SmscClient:
         now = time.monotonic()
         self.bucket = TokenBucket(cfg.tps, now)
         self.adaptive = AdaptiveRate(cfg.tps, now)
+        self.sendlog = SendLog()
         self._changed = asyncio.Event()
         self._keepers: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -139,6 +140,9 @@ class SmscClient:
             wait = self.bucket.reserve(now)
             if wait > 0:
                 await asyncio.sleep(wait)
+            while (late := self.sendlog.wait(time.monotonic(), int(self.adaptive.rate))) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(late)
+            self.sendlog.record(time.monotonic())
         except BaseException:
             best.reserved -= 1
             self._notify()

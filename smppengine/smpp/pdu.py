@@ -14,8 +14,9 @@ commands are encoded by smpplib itself, and the hot-path commands go through :mo
 which property tests prove byte-identical to smpplib. Decoding always goes through our own validating parser,
 because smpplib's parser trusts the peer (a C-string without NUL, a truncated body or a short TLV are
 silently mis-parsed, and a known TLV that does not belong to the command raises ``KeyError``); on
-well-formed input the result equals smpplib's ``parse_pdu`` (bytes decoded to ``str`` for C-strings), which
-the tests check.
+well-formed input the result equals smpplib's ``parse_pdu`` (bytes decoded to ``str`` for C-strings; a
+zero-length ``short_message`` at the very end of the body is ``b""`` where smpplib leaves ``None``), which the
+tests check.
 
 Parameter conventions (encode and decode alike):
 

@@ -39,82 +39,11 @@ from ..model import (
 )
 from ..receipts import FINAL_STATE, Receipt, receipt_id_keys
 from .base import AcceptResult, Active, StoreError
+from .migrations import SQLITE_V1, migrate_sqlite
 
 log = structlog.get_logger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id TEXT PRIMARY KEY,
-    req BLOB NOT NULL,
-    state TEXT NOT NULL,
-    final INTEGER NOT NULL DEFAULT 0,
-    smsc TEXT,
-    parts INTEGER NOT NULL DEFAULT 0,
-    attempt INTEGER NOT NULL DEFAULT 0,
-    error BLOB,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    ttl_at REAL NOT NULL,
-    next_attempt_at REAL,
-    ref INTEGER
-);
-CREATE INDEX IF NOT EXISTS messages_active ON messages(final) WHERE final = 0;
-CREATE INDEX IF NOT EXISTS messages_updated ON messages(updated_at);
-CREATE TABLE IF NOT EXISTS parts (
-    msg_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    smsc_message_id TEXT,
-    state TEXT NOT NULL DEFAULT 'pending',
-    submitted_at REAL,
-    stat TEXT,
-    receipt_at REAL,
-    PRIMARY KEY (msg_id, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS part_keys (
-    smsc TEXT NOT NULL,
-    key TEXT NOT NULL,
-    msg_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    PRIMARY KEY (smsc, key, msg_id, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    msg_id TEXT,
-    state TEXT NOT NULL,
-    at REAL NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_msg ON events(msg_id);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS held_receipts (
-    uid TEXT NOT NULL,
-    smsc TEXT NOT NULL,
-    key TEXT NOT NULL,
-    receipt BLOB NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS held_key ON held_receipts(smsc, key);
-CREATE TABLE IF NOT EXISTS mo_parts (
-    smsc TEXT NOT NULL,
-    source TEXT NOT NULL,
-    dest TEXT NOT NULL,
-    ref INTEGER NOT NULL,
-    total INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    data_coding INTEGER NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (smsc, source, dest, ref, total, seq)
-);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
+SCHEMA = SQLITE_V1   # the schema now lives in migrations.py (step 1); kept as a name for readers
 
 _PART_STATE = {"delivered": "delivered", "undelivered": "undelivered", "expired": "expired", "enroute": "enroute"}
 
@@ -139,7 +68,7 @@ class SqliteStore:
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._db.executescript(SCHEMA)
+        await migrate_sqlite(self._db)
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
         self.outbox_ready.set()
 

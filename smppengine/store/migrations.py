@@ -1,0 +1,240 @@
+"""Schema migrations for both store backends: a small explicit runner.
+
+Each backend has an ordered list of steps; step ``n`` (1-based) takes the schema
+from version ``n - 1`` to ``n``. The applied versions are rows of a
+``schema_version`` table. At open, the store applies every step above the
+highest recorded version, each step and its version row in one transaction, so
+a crash mid-migration leaves the previous version intact. A database whose
+version is newer than this code knows is refused (an older engine must not
+write into a schema it does not understand).
+
+Adding a migration: append a step to BOTH lists (same number, same meaning),
+never edit a step that has shipped. SQLite step 1 is the schema the store had
+before migrations existed; it is written with ``IF NOT EXISTS`` so that such a
+pre-migration database is adopted as version 1 unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from .base import StoreError
+
+if TYPE_CHECKING:
+    import aiosqlite
+    import asyncpg
+
+log = structlog.get_logger(__name__)
+
+SQLITE_V1 = """
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    req BLOB NOT NULL,
+    state TEXT NOT NULL,
+    final INTEGER NOT NULL DEFAULT 0,
+    smsc TEXT,
+    parts INTEGER NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    error BLOB,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    ttl_at REAL NOT NULL,
+    next_attempt_at REAL,
+    ref INTEGER
+);
+CREATE INDEX IF NOT EXISTS messages_active ON messages(final) WHERE final = 0;
+CREATE INDEX IF NOT EXISTS messages_updated ON messages(updated_at);
+CREATE TABLE IF NOT EXISTS parts (
+    msg_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    smsc_message_id TEXT,
+    state TEXT NOT NULL DEFAULT 'pending',
+    submitted_at REAL,
+    stat TEXT,
+    receipt_at REAL,
+    PRIMARY KEY (msg_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS part_keys (
+    smsc TEXT NOT NULL,
+    key TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (smsc, key, msg_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id TEXT,
+    state TEXT NOT NULL,
+    at REAL NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_msg ON events(msg_id);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS held_receipts (
+    uid TEXT NOT NULL,
+    smsc TEXT NOT NULL,
+    key TEXT NOT NULL,
+    receipt BLOB NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS held_key ON held_receipts(smsc, key);
+CREATE TABLE IF NOT EXISTS mo_parts (
+    smsc TEXT NOT NULL,
+    source TEXT NOT NULL,
+    dest TEXT NOT NULL,
+    ref INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    data_coding INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (smsc, source, dest, ref, total, seq)
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+# The same tables and meaning as SQLITE_V1, in PostgreSQL types.
+POSTGRES_V1 = """
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    req BYTEA NOT NULL,
+    state TEXT NOT NULL,
+    final BOOLEAN NOT NULL DEFAULT FALSE,
+    smsc TEXT,
+    parts INTEGER NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    error BYTEA,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    ttl_at DOUBLE PRECISION NOT NULL,
+    next_attempt_at DOUBLE PRECISION,
+    ref INTEGER
+);
+CREATE INDEX messages_active ON messages(final) WHERE NOT final;
+CREATE INDEX messages_updated ON messages(updated_at);
+CREATE TABLE parts (
+    msg_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    smsc_message_id TEXT,
+    state TEXT NOT NULL DEFAULT 'pending',
+    submitted_at DOUBLE PRECISION,
+    stat TEXT,
+    receipt_at DOUBLE PRECISION,
+    PRIMARY KEY (msg_id, idx)
+);
+CREATE TABLE part_keys (
+    smsc TEXT NOT NULL,
+    key TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (smsc, key, msg_id, idx)
+);
+CREATE TABLE events (
+    seq BIGSERIAL PRIMARY KEY,
+    msg_id TEXT,
+    state TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    payload BYTEA NOT NULL
+);
+CREATE INDEX events_msg ON events(msg_id);
+CREATE TABLE outbox (
+    seq BIGSERIAL PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload BYTEA NOT NULL
+);
+CREATE TABLE held_receipts (
+    uid TEXT NOT NULL,
+    smsc TEXT NOT NULL,
+    key TEXT NOT NULL,
+    receipt BYTEA NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX held_key ON held_receipts(smsc, key);
+CREATE TABLE mo_parts (
+    smsc TEXT NOT NULL,
+    source TEXT NOT NULL,
+    dest TEXT NOT NULL,
+    ref INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    data BYTEA NOT NULL,
+    data_coding INTEGER NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (smsc, source, dest, ref, total, seq)
+);
+CREATE INDEX mo_parts_at ON mo_parts(at);
+CREATE TABLE counters (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+"""
+
+SQLITE: list[str] = [SQLITE_V1]
+POSTGRES: list[str] = [POSTGRES_V1]
+
+
+class MigrationError(StoreError):
+    """The store's schema cannot be brought to the version this code needs."""
+
+
+def _statements(script: str) -> list[str]:
+    """Split a DDL script into statements (ours have no semicolons inside statements)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+async def migrate_sqlite(db: aiosqlite.Connection, steps: list[str] | None = None) -> int:
+    """Bring a SQLite store (a connection in autocommit mode) to the newest version; returns it."""
+    steps = SQLITE if steps is None else steps
+    await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+    # BEGIN IMMEDIATE takes the write lock before reading the version: two processes opening one
+    # file at once cannot both apply the same step.
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        rows = list(await db.execute_fetchall("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+        current = int(rows[0][0])
+        _check_known(current, len(steps), "sqlite")
+        for n in range(current + 1, len(steps) + 1):
+            for stmt in _statements(steps[n - 1]):
+                await db.execute(stmt)
+            await db.execute("INSERT INTO schema_version(version, applied_at) VALUES (?, ?)", (n, time.time()))
+            log.info("store_migrated", backend="sqlite", version=n)
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    return len(steps)
+
+
+async def migrate_postgres(conn: asyncpg.Connection, steps: list[str] | None = None) -> int:
+    """Bring a PostgreSQL store (the schema first on the connection's search_path) to the newest version."""
+    steps = POSTGRES if steps is None else steps
+    async with conn.transaction():
+        # one migrator per schema at a time, across every engine instance sharing the database
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.smppengine.migrate'))")
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version "
+                           "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+        current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+        _check_known(current, len(steps), "postgresql")
+        for n in range(current + 1, len(steps) + 1):
+            async with conn.transaction():          # a savepoint: the step and its version row together
+                for stmt in _statements(steps[n - 1]):
+                    await conn.execute(stmt)
+                await conn.execute("INSERT INTO schema_version(version, applied_at) VALUES ($1, $2)", n, time.time())
+            log.info("store_migrated", backend="postgresql", version=n)
+    return len(steps)
+
+
+def _check_known(current: int, known: int, backend: str) -> None:
+    if current > known:
+        raise MigrationError(f"the {backend} store is at schema version {current}, newer than this engine knows "
+                             f"({known}); upgrade the engine")
