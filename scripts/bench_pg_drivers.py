@@ -1,7 +1,8 @@
 """Which PostgreSQL driver for the store: asyncpg or psycopg 3 (async)?
 
-A batch of 1000 accept-like inserts (message row + event + outbox row, ~300-byte payloads) in one transaction,
-then commit -- the store's group-commit shape. Run: python scripts/bench_pg_drivers.py [DSN]
+A batch of 1000 accept-like inserts (message row + outbox row, 300-byte payloads) in one transaction, then
+commit -- the store's group-commit shape. psycopg is not a project dependency: pip install 'psycopg[binary]',
+then: python scripts/bench_pg_drivers.py [DSN]
 """
 
 from __future__ import annotations

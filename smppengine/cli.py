@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -129,26 +129,67 @@ def _install_signals(stop: asyncio.Event) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.config:
-        cfg = load_config(args.config)
-        if args.store:
-            cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, store=args.store))
+        def load() -> Config:      # at start, and again on every SIGHUP
+            cfg = load_config(args.config)
+            if args.store:
+                cfg = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, store=args.store))
+            return cfg
+
+        cfg = load()
         logs.configure(cfg.log.level, cfg.log.format)
-        asyncio.run(_run_engine(cfg))
+        asyncio.run(_run_engine(cfg, load))
     else:
         logs.configure("info", "auto")
         asyncio.run(_run_demo(args.store or "smppengine-demo.db"))
     return 0
 
 
-async def _run_engine(cfg: Config) -> None:
+async def _run_engine(cfg: Config, load: Callable[[], Config] | None = None) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the config through ``load``. Talks sd_notify when under systemd."""
     from .engine import Engine
+    from .sdnotify import Notifier, keepalive
 
     stop = asyncio.Event()
     _install_signals(stop)
+    notifier = Notifier()
     engine = Engine(cfg)
     await engine.start()
-    await stop.wait()
-    await engine.stop()
+    notifier.ready(engine.status_line())
+    helpers = [asyncio.create_task(keepalive(notifier, engine.status_line), name="sd-keepalive")]
+    if load is not None:
+        hup = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup.set)
+        helpers.append(asyncio.create_task(_reload_on_hup(engine, load, hup, notifier), name="reload"))
+    try:
+        await stop.wait()
+    finally:
+        notifier.stopping()
+        for t in helpers[1:]:    # no reload during the stop
+            t.cancel()
+        await engine.stop()      # the watchdog keeps being pinged while in-flight submits finish
+        helpers[0].cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        notifier.close()
+
+
+async def _reload_on_hup(engine: Any, load: Callable[[], Config], hup: asyncio.Event, notifier: Any) -> None:
+    while True:
+        await hup.wait()
+        hup.clear()
+        notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            new = load()
+        except ConfigError as exc:
+            # the same text as `config error: ...` at start; the running config stays
+            log.error("config_reload_refused", error=str(exc))
+        else:
+            try:
+                await engine.reload(new)
+            except Exception as exc:
+                log.error("config_reload_failed", error=repr(exc))
+            else:
+                logs.configure(new.log.level, new.log.format)
+        notifier.ready(engine.status_line())
 
 
 async def _run_demo(store: str) -> None:
@@ -296,8 +337,9 @@ def _trace_table(d: dict[str, Any]) -> str:
                      f"submitted {p['submitted_at'] or '-'}  receipt {p['stat'] or '-'} {p['receipt_at'] or ''}")
     lines.append("  events:")
     for e in d["events"]:
-        err = f"  {e['error']['code']}" if e.get("error") else ""
-        lines.append(f"    {e['at']}  {e['state']}{err}")
+        err = f"  {e['error']['code']}: {e['error'].get('detail') or ''}".rstrip(": ") if e.get("error") else ""
+        nxt = f"  next attempt {e['next_attempt_at']}" if e.get("next_attempt_at") else ""
+        lines.append(f"    {e['at']}  {e['state']:<11}{err}{nxt}")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -23,6 +23,9 @@ from .smpp.client import SmscClient
 from .smpp.session import ResponseTimeout, SessionClosed
 from .smpp.status import PERMANENT, THROTTLE, classify, status_name
 from .store import Active, Store
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +47,7 @@ class Dispatcher:
         self.refs = text.ConcatRefs()
         self.active = 0
         self.submitted_ok = 0
+        self.metrics: Metrics | None = None       # set by the engine
 
     @property
     def backlog(self) -> int:
@@ -149,8 +153,8 @@ class Dispatcher:
 
     async def _available(self, names: list[str], ttl_at: float) -> SmscClient | None:
         """The first listed SMSC that is bound and not paused; waits (until the ttl) while none is."""
-        clients = [self.clients[n] for n in names if n in self.clients]
         while True:
+            clients = [self.clients[n] for n in names if n in self.clients]   # a reload may replace clients
             for c in clients:
                 if c.available:
                     return c
@@ -193,6 +197,7 @@ class Dispatcher:
                 # the connection went away with the submit in flight: resend on the next bind (not an attempt)
                 if time.time() > a.ttl_at:
                     return "transient", error("timeout", None, f"connection lost: {exc}")
+                client = self.clients.get(client.name, client)   # rebound by a config reload: use the new one
                 try:
                     await asyncio.wait_for(client.up.wait(), timeout=max(0.1, a.ttl_at - time.time()))
                 except TimeoutError:
@@ -208,6 +213,8 @@ class Dispatcher:
                 smsc_id = str(resp.params.get("message_id", ""))
                 a.submitted[idx] = smsc_id
                 self.submitted_ok += 1
+                if self.metrics is not None:
+                    self.metrics.part_submitted(client.name, smsc_id, req.received_at)
                 await self.store.part_submitted(req.id, idx, client.name, smsc_id)
                 log.debug("part_submitted", msg_id=req.id, smsc=client.name, part=idx, smsc_message_id=smsc_id)
                 return None

@@ -10,12 +10,15 @@ from typing import Any
 import structlog
 
 from . import text
-from .config import Config
+from .config import Config, SmscConfig
+from .http import serve as serve_http
 from .ingress import parse_request
+from .metrics import Metrics
 from .model import QUEUED, RETRYING, Rejection, Request
 from .mqtt import Incoming, MqttLink
 from .publisher import Publisher
 from .receipts import is_receipt, parse_receipt
+from .reload import ReloadPlan, effective, plan
 from .retry import RetryPolicy
 from .router import Router
 from .smpp import pdu as P
@@ -30,13 +33,16 @@ class Engine:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store: Store = open_store(config.engine.store, config.mqtt.topic_prefix)
-        self.clients = {s.name: SmscClient(s, self._on_deliver) for s in config.smsc}
+        self.metrics = Metrics()
+        self.clients = {s.name: self._new_client(s) for s in config.smsc}
         self.router = Router(config.route, [s.name for s in config.smsc])
         r = config.retry
         from .dispatcher import Dispatcher
 
         self.dispatcher = Dispatcher(self.store, self.clients, self.router,
                                      RetryPolicy(r.max_attempts, r.backoff_initial, r.backoff_max))
+        self.dispatcher.metrics = self.metrics
+        self.metrics.attach(self)
         self.link = MqttLink(config.mqtt, config.engine.instance, self._on_request)
         self.publisher = Publisher(self.store, self.link)
         self._intake: list[tuple[Request | Rejection, Incoming]] = []
@@ -46,6 +52,22 @@ class Engine:
         self.ready = asyncio.Event()
         self.counters: dict[str, int] = {"requests": 0, "duplicates": 0, "receipts": 0, "receipts_held": 0,
                                          "receipts_unparsable": 0, "mo": 0}
+        self.http_server: asyncio.Server | None = None
+        self.stats_interval = 5.0          # seconds between refreshes of the store's queue-depth gauges
+        self._reload_lock = asyncio.Lock()
+
+    def _new_client(self, cfg: SmscConfig) -> SmscClient:
+        client = SmscClient(cfg, self._on_deliver)
+        client.metrics = self.metrics
+        return client
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """(host, port) the HTTP endpoint listens on (the real port when the config said 0), or None."""
+        if self.http_server is None or not self.http_server.sockets:
+            return None
+        host, port = self.http_server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -64,7 +86,10 @@ class Engine:
             asyncio.create_task(self._intake_loop(), name="intake"),
             asyncio.create_task(self.link.run(), name="mqtt"),
             asyncio.create_task(self.publisher.run(), name="publisher"),
+            asyncio.create_task(self._stats_loop(), name="stats"),
         ]
+        if self.config.http.address is not None:
+            self.http_server = await serve_http(self, *self.config.http.address)
         await self.link.connected.wait()
         self.ready.set()
         log.info("engine_ready", instance=self.config.engine.instance, smsc=list(self.clients),
@@ -74,6 +99,8 @@ class Engine:
         """Stop taking requests, let in-flight submits finish (bounded), unbind, flush events, go offline."""
         log.info("engine_stopping")
         self._accepting = False
+        if self.http_server is not None:
+            self.http_server.close()
         await self.dispatcher.drain(grace)
         await asyncio.gather(*(c.stop() for c in self.clients.values()))
         await self.publisher.flush(min(grace, 5.0))
@@ -92,10 +119,10 @@ class Engine:
         self._intake_wake.set()
 
     async def _intake_loop(self) -> None:
-        default_ttl = self.config.engine.default_ttl
         while True:
             await self._intake_wake.wait()
             self._intake_wake.clear()
+            default_ttl = self.config.engine.default_ttl       # read per batch: a reload may change it
             batch, self._intake = self._intake, []
             if not batch:
                 continue
@@ -114,6 +141,9 @@ class Engine:
                 self.link.ack(msg)
             self.counters["requests"] += len(batch)
             self.counters["duplicates"] += len(result.duplicates)
+            self.metrics.requests.labels("accepted").inc(len(result.new))
+            self.metrics.requests.labels("duplicate").inc(len(result.duplicates))
+            self.metrics.requests.labels("rejected").inc(len(rejections))
             for dup in result.duplicates:
                 log.info("duplicate_request", msg_id=dup)
             for rej in rejections:
@@ -132,10 +162,12 @@ class Engine:
                 receipt = parse_receipt(params.get("short_message", b"") or b"", params)
             except ValueError as exc:
                 self.counters["receipts_unparsable"] += 1
+                self.metrics.receipt(smsc.name, "", "", "unparsable")
                 log.warning("receipt_unparsable", smsc=smsc.name, session=session.id, seq=pdu.seq, error=str(exc))
                 return 0
             outcome = await self.store.receipt(smsc.name, receipt)
             self.counters["receipts"] += 1
+            self.metrics.receipt(smsc.name, receipt.message_id, receipt.stat, outcome)
             if outcome == "held":
                 self.counters["receipts_held"] += 1
                 log.info("receipt_held", smsc=smsc.name, smsc_message_id=receipt.message_id, stat=receipt.stat)
@@ -157,9 +189,63 @@ class Engine:
                                   str(params.get("destination_addr", "")), data, int(params.get("data_coding", 0)),
                                   concat, smsc.default_alphabet)
         self.counters["mo"] += 1
+        self.metrics.mo.labels(smsc.name).inc()
         if msg is not None:
             log.info("mo_received", smsc=smsc.name, session=session.id, mo_id=msg["id"])
         return 0
+
+    # ------------------------------------------------------------------ housekeeping
+    async def _stats_loop(self) -> None:
+        """Refresh the store's queue-depth gauges every few seconds (store.stats is too slow per scrape)."""
+        while True:
+            try:
+                # since=now: the "last hour's outcomes" part of stats() finds nothing and costs nothing
+                self.metrics.store_stats(await self.store.stats(time.time()))
+            except Exception as exc:  # a busy or failing store must not end the loop
+                log.warning("stats_refresh_failed", error=str(exc))
+            await asyncio.sleep(self.stats_interval)
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS= (``systemctl status``)."""
+        binds = ", ".join(f"{n} {c.bound_sessions}/{c.cfg.binds * (1 if c.cfg.bind == 'transceiver' else 2)}"
+                          for n, c in self.clients.items())
+        mqtt = "connected" if self.link.connected.is_set() else "DISCONNECTED"
+        return f"bound: {binds}; backlog {self.dispatcher.backlog}; mqtt {mqtt}"
+
+    # ------------------------------------------------------------------ reload (SIGHUP)
+    async def reload(self, new: Config) -> ReloadPlan:
+        """Apply a new, already validated config (see reload.py): changed SMSCs are rebound, unchanged
+        binds stay up, a tps-only change applies in place; routes, retry and default_ttl at once."""
+        async with self._reload_lock:
+            p = plan(self.config, new)
+            self.config = effective(self.config, new)
+            for s in p.update:
+                client = self.clients[s.name]
+                client.cfg = s
+                client.set_tps(s.tps)
+            retired: list[SmscClient] = []
+            for s in p.add + p.rebind:
+                old = self.clients.get(s.name)
+                client = self._new_client(s)
+                if old is not None:
+                    client.reconnects, client.throttle_pauses = old.reconnects, old.throttle_pauses
+                    retired.append(old)
+                self.clients[s.name] = client          # the dispatcher shares this dict
+                client.start()
+            for name in p.remove:
+                retired.append(self.clients.pop(name))
+            if p.routes:
+                self.router = Router(self.config.route, [s.name for s in self.config.smsc])
+                self.dispatcher.router = self.router
+            if p.retry:
+                r = self.config.retry
+                self.dispatcher.policy = RetryPolicy(r.max_attempts, r.backoff_initial, r.backoff_max)
+            # old clients finish what they have in flight (bounded), then unbind
+            await asyncio.gather(*(c.retire(c.cfg.response_timeout_s) for c in retired))
+            log.info("config_reloaded", path=new.path, **p.summary())
+            if p.restart_needed:
+                log.warning("config_reload_restart_needed", keys=list(p.restart_needed))
+            return p
 
 
 async def run_engine(config: Config, stop: asyncio.Event) -> None:

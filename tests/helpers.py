@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -18,10 +19,45 @@ from smppengine.mqtt import parse_url
 
 FINAL = {"delivered", "undelivered", "expired", "rejected", "failed"}
 
+# PostgreSQL for the store tests (and, with SMPPENGINE_TEST_STORE=postgresql, the integration suite)
+PG_URL = os.environ.get("SMPPENGINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_SCHEMAS: dict[str, str] = {}   # SQLite path asked for -> the PostgreSQL schema standing in for it
+
+
+def pg_store_url(schema: str | None = None) -> str:
+    """A store URL in a fresh PostgreSQL schema (the store creates it; drop_pg_schemas removes it)."""
+    return f"{PG_URL}?schema={schema or 't_' + uuid.uuid4().hex[:16]}"
+
+
+def store_for_test(path: str) -> str:
+    """The store for a test: `path` (SQLite), or with SMPPENGINE_TEST_STORE=postgresql a fresh PostgreSQL
+    schema -- the same one each time the same path is asked for, so a restarted engine finds its store."""
+    kind = os.environ.get("SMPPENGINE_TEST_STORE", "sqlite")
+    if kind == "sqlite":
+        return path
+    if kind != "postgresql":
+        raise ValueError(f"SMPPENGINE_TEST_STORE={kind!r}: use sqlite or postgresql")
+    schema = PG_SCHEMAS.setdefault(path, "t_" + uuid.uuid4().hex[:16])
+    return pg_store_url(schema)
+
+
+async def drop_pg_schemas(schemas: Iterable[str]) -> None:
+    import asyncpg
+
+    names = list(schemas)
+    if not names:
+        return
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        for name in names:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
+
 
 def make_config(store: str, mqtt_url: str, smscs: Iterable[dict[str, Any]], **sections: Any) -> Config:
     data: dict[str, Any] = {
-        "engine": {"instance": f"t{uuid.uuid4().hex[:6]}", "store": store},
+        "engine": {"instance": f"t{uuid.uuid4().hex[:6]}", "store": store_for_test(store)},
         "mqtt": {"url": mqtt_url},
         "http": {"listen": ""},
         "log": {"level": "warning"},
@@ -46,8 +82,10 @@ def smsc(name: str, port: int, **kw: Any) -> dict[str, Any]:
 class Watcher:
     """Subscribes to every status and MO topic and records what arrives."""
 
-    def __init__(self, url: str, prefix: str = "sms") -> None:
+    def __init__(self, url: str, prefix: str = "sms", persistent: bool = False) -> None:
         self.host, self.port, _ = parse_url(url)
+        self.persistent = persistent
+        self.client_id = f"w-{uuid.uuid4().hex[:8]}"
         self.prefix = prefix
         self.events: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
         self.inbound: list[dict[str, Any]] = []
@@ -56,6 +94,7 @@ class Watcher:
         self._task: asyncio.Task[None] | None = None
         self.client: aiomqtt.Client | None = None
         self._ready = asyncio.Event()
+        self.reconnects = 0
 
     async def __aenter__(self) -> Watcher:
         self._task = asyncio.create_task(self._run())
@@ -71,8 +110,8 @@ class Watcher:
     async def _run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client(self.host, self.port, identifier=f"w-{uuid.uuid4().hex[:8]}",
-                                          max_queued_incoming_messages=0) as client:
+                async with aiomqtt.Client(self.host, self.port, identifier=self.client_id,
+                                          clean_session=not self.persistent) as client:
                     self.client = client
                     await client.subscribe(f"{self.prefix}/status/#", qos=1)
                     await client.subscribe(f"{self.prefix}/inbound", qos=1)
@@ -91,7 +130,8 @@ class Watcher:
                         self._changed.set()
             except aiomqtt.MqttError:
                 self.client = None
-                await asyncio.sleep(0.2)
+                self.reconnects += 1
+                await asyncio.sleep(0.1)
 
     async def publish(self, payload: bytes | dict[str, Any]) -> None:
         assert self.client is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -19,6 +19,9 @@ from ..retry import reconnect_delay
 from ..throttle import AdaptiveRate, SendLog, TokenBucket
 from . import pdu as P
 from .session import BindFailed, DeliverHandler, ResponseTimeout, Session, SessionClosed
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +43,7 @@ class SmscClient:
         self.reconnects = 0
         self.throttle_pauses = 0
         self.up = asyncio.Event()
+        self.metrics: Metrics | None = None       # set by the engine
 
     # ------------------------------------------------------------------ binds
     def start(self) -> None:
@@ -87,6 +91,20 @@ class SmscClient:
         await asyncio.gather(*(s.unbind(timeout) for s in list(self.sessions)), return_exceptions=True)
         await asyncio.gather(*self._keepers, return_exceptions=True)
 
+    async def retire(self, timeout: float) -> None:
+        """Replaced by a config reload: take no new submits (callers get SessionClosed and resend through the
+        new client), let the ones in flight get their resps (bounded by ``timeout``), then unbind."""
+        self._stopping = True
+        self._notify()
+        deadline = time.monotonic() + timeout
+        while self.window_in_use > 0 and time.monotonic() < deadline:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+        await self.stop()
+
     def _notify(self) -> None:
         self._changed.set()
         if any(s.bound and s.can_submit for s in self.sessions):
@@ -120,6 +138,8 @@ class SmscClient:
         Raises SessionClosed when the connection dropped before the resp, ResponseTimeout when none came.
         """
         while True:
+            if self._stopping:
+                raise SessionClosed(f"smsc client {self.name} stopped")
             pause = self.adaptive.paused_until() - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
@@ -150,7 +170,12 @@ class SmscClient:
         if not best.bound:
             best.reserved -= 1
             raise SessionClosed(best.close_reason or "session closed while waiting for a token")
-        return await best.submit(params)
+        if self.metrics is None:
+            return await best.submit(params)
+        self.metrics.submit_sent(self.name, best.id)
+        resp = await best.submit(params)
+        self.metrics.resp(self.name, best.id, resp.command, resp.status)
+        return resp
 
     def on_result(self, status: int) -> float:
         """Feed the adaptive rate with a resp's status; returns the pause (s) after a throttle, else 0."""

@@ -1,4 +1,4 @@
-"""The durable store: one interface (:class:`Store`), SQLite as the zero-setup backend."""
+"""The durable store: one interface (:class:`Store`), SQLite as the zero-setup backend, PostgreSQL as the other."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from .sqlite import SqliteStore
 
 
 def open_store(url: str, topic_prefix: str) -> Store:
-    """A store for ``engine.store``: a file path (SQLite). PostgreSQL URLs are reserved for the scale-out backend."""
+    """A store for ``engine.store``: a file path (SQLite) or a ``postgresql://`` URL (PostgreSQL)."""
     if url.startswith(("postgresql://", "postgres://")):
-        raise StoreError("the PostgreSQL store backend is not built yet; use a SQLite file path")
+        from .postgres import PostgresStore  # asyncpg only loaded when PostgreSQL is asked for
+
+        return PostgresStore(url, topic_prefix)
     return SqliteStore(url.removeprefix("sqlite://"), topic_prefix)
 
 

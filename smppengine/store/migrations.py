@@ -195,7 +195,8 @@ def _statements(script: str) -> list[str]:
 async def migrate_sqlite(db: aiosqlite.Connection, steps: list[str] | None = None) -> int:
     """Bring a SQLite store (a connection in autocommit mode) to the newest version; returns it."""
     steps = SQLITE if steps is None else steps
-    await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+    await db.execute("CREATE TABLE IF NOT EXISTS schema_version "
+                     "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
     # BEGIN IMMEDIATE takes the write lock before reading the version: two processes opening one
     # file at once cannot both apply the same step.
     await db.execute("BEGIN IMMEDIATE")

@@ -257,8 +257,9 @@ class SqliteStore:
             self._set_state(c, msg_id, SUBMITTED, final=not dlr)
         # receipts that arrived before this resp was stored
         marks = ",".join("?" * len(keys))
-        held = c.execute(f"SELECT DISTINCT uid, receipt FROM held_receipts WHERE smsc=? AND key IN ({marks})",
-                         (smsc, *keys)).fetchall()
+        # oldest first: an ENROUTE then a DELIVRD held for one part must apply in that order
+        held = c.execute(f"SELECT uid, receipt FROM held_receipts WHERE smsc=? AND key IN ({marks})"
+                         " GROUP BY uid, receipt ORDER BY MIN(rowid)", (smsc, *keys)).fetchall()
         for uid, blob in held:
             c.execute("DELETE FROM held_receipts WHERE uid=?", (uid,))
             self._apply_receipt(c, msg_id, idx, receipt_from_json(orjson.loads(blob)))

@@ -1,0 +1,42 @@
+"""Smoke test of the benchmark scripts: they run and print one JSON line with the documented keys.
+
+Not a performance test: no figure is compared with a threshold, except lost / duplicates == 0.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from smppengine.broker import mosquitto_available
+
+ROOT = Path(__file__).resolve().parent.parent
+E2E_KEYS = {"n", "submit_msg_s", "full_life_msg_s", "engine_cpu_s_per_1k", "peak_rss_mb", "lost", "duplicates",
+            "sink_ceiling_msg_s"}
+MICRO_KEYS = {"pdu_encode_submit_sm_us", "pdu_decode_deliver_sm_us", "receipt_parse_us", "text_gsm7_1part_us",
+              "store_accept_batch100_us", "store_accept_batch1000_us", "store_part_submitted_us", "store_receipt_us"}
+
+
+def _one_json_line(argv: list[str], timeout: float) -> dict[str, object]:
+    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stdout[-2000:]
+    doc = json.loads(lines[0])
+    assert isinstance(doc, dict)
+    return doc
+
+
+@pytest.mark.skipif(not mosquitto_available(), reason="mosquitto is not installed")
+def test_bench_scripts_smoke() -> None:
+    e2e = _one_json_line(["bench/e2e.py", "--n", "300", "--ceiling-n", "500"], timeout=25)
+    assert E2E_KEYS <= e2e.keys()
+    assert e2e["n"] == 300
+    assert e2e["lost"] == 0 and e2e["duplicates"] == 0
+    micro = _one_json_line(["bench/micro.py", "--quick"], timeout=20)
+    assert MICRO_KEYS <= micro.keys()
+    assert all(isinstance(micro[k], int | float) for k in MICRO_KEYS)

@@ -1,0 +1,79 @@
+"""The operator's CLI on a real store: trace, stats, check-config."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import orjson
+
+from smppengine.broker import Mosquitto
+from smppengine.simulator import Simulator
+
+from .helpers import Watcher, make_config, running_engine, smsc, wait_bound, write_toml
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "smppengine.cli", *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_trace_and_stats_show_a_delivered_message(tmp_path: Path, broker: Mosquitto, sim: Simulator) -> None:
+    store = str(tmp_path / "e.db")
+    cfg = make_config(store, broker.url, [smsc("carrier-a", sim.port)])
+    long_text = "Your parcel is on its way. " * 8       # two parts
+    async with Watcher(broker.url) as w, running_engine(cfg) as engine:
+        await wait_bound(engine)
+        await w.publish({"id": "order-1", "to": "+447700900123", "from": "ACME", "text": long_text,
+                         "meta": {"tenant": "t1"}})
+        await w.publish({"id": "bad-1", "text": "no destination"})
+        await w.wait_final(["order-1", "bad-1"])
+    smsc_ids = w.final("order-1")[0]["smsc_message_ids"]
+    assert len(smsc_ids) == 2
+
+    rc, out, _ = await cli("trace", "order-1", "--store", store)
+    assert rc == 0
+    assert out.splitlines()[0] == "message order-1: delivered (final)"
+    assert "to +447700900123  from ACME  smsc carrier-a  parts 2  attempts 1" in out
+    for sid in smsc_ids:
+        assert any(sid in line and "delivered" in line and "DELIVRD" in line for line in out.splitlines()), out
+    events = [line.split()[1] for line in out.split("  events:\n", 1)[1].splitlines()]
+    assert events == ["queued", "submitted", "delivered"]
+
+    rc, out, _ = await cli("trace", "order-1", "--store", store, "--json")
+    doc = orjson.loads(out)
+    assert rc == 0 and doc["state"] == "delivered" and doc["final"] is True
+    assert [e["state"] for e in doc["events"]] == ["queued", "submitted", "delivered"]
+    assert [p["smsc_message_id"] for p in doc["part_rows"]] == smsc_ids
+    assert doc["request"]["meta"] == {"tenant": "t1"}
+
+    rc, out, _ = await cli("trace", "bad-1", "--store", store)
+    assert rc == 0 and "rejected (final)" in out and "invalid_request" in out
+
+    rc, _, err = await cli("trace", "nope", "--store", store)
+    assert rc == 1 and "no message 'nope'" in err
+
+    rc, out, _ = await cli("stats", "--store", store, "--json")
+    doc = orjson.loads(out)
+    assert rc == 0 and doc["queue"] == []
+    outcomes = {(r["state"], r["smsc"]): r["count"] for r in doc["outcomes"]}
+    assert outcomes[("delivered", "carrier-a")] == 1 and outcomes[("rejected", "")] == 1
+    rc, out, _ = await cli("stats", "--store", store)
+    assert rc == 0 and "delivered" in out and "carrier-a" in out and "(empty)" in out
+
+
+async def test_check_config(tmp_path: Path) -> None:
+    doc = {"engine": {"store": str(tmp_path / "x.db")},
+           "smsc": [{"name": "a", "host": "127.0.0.1", "port": 2775, "system_id": "acme", "password": "secret"}]}
+    good = write_toml(str(tmp_path / "good.toml"), doc)
+    rc, out, _ = await cli("check-config", good)
+    assert (rc, out.strip()) == (0, f"{good}: OK (1 SMSC, 1 routes)")
+    doc["smsc"][0]["tps"] = 0
+    bad = write_toml(str(tmp_path / "bad.toml"), doc)
+    rc, out, err = await cli("check-config", bad)
+    assert rc == 2 and out == ""
+    assert err.strip() == f"config error: {bad}: smsc[0].tps: expected a positive number, got 0"

@@ -1,0 +1,495 @@
+"""Store conformance: the Store interface (store/base.py), the same tests for every backend.
+
+`store_backend` (conftest) runs each test on SQLite and on PostgreSQL; the SQLite store's
+behaviour is the reference. Events are read back from the outbox, where their order is the
+order the engine publishes them in: for one message it must be the order of its state changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from smppengine.model import Rejection, Request
+from smppengine.receipts import Receipt
+from smppengine.store import Store, StoreError, open_store
+from smppengine.store.migrations import POSTGRES, SQLITE, SQLITE_V1
+
+from .helpers import PG_URL, drop_pg_schemas, pg_store_url
+
+
+@pytest.fixture
+async def store(store_backend: str) -> AsyncIterator[Store]:
+    s = open_store(store_backend, "sms")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def req(msg_id: str, to: str = "+447700900123", text: str = "hello", **kw: Any) -> Request:
+    return Request(id=msg_id, to=to, text=text, **kw)
+
+
+def dlr(message_id: str, stat: str = "DELIVRD", err: str | None = "000") -> Receipt:
+    return Receipt(message_id=message_id, stat=stat, err=err, submit_date=None, done_date=None, text=None,
+                   network_error_code=None)
+
+
+async def outbox(s: Store) -> list[tuple[int, str, dict[str, Any]]]:
+    return [(seq, topic, orjson.loads(p)) for seq, topic, p in await s.outbox_fetch(0, 100_000)]
+
+
+async def states(s: Store, msg_id: str) -> list[str]:
+    return [e["state"] for _, topic, e in await outbox(s) if topic == f"sms/status/{msg_id}"]
+
+
+async def submit(s: Store, msg_id: str, smsc_ids: list[str], smsc: str = "a", **kw: Any) -> None:
+    """accept + begin_attempt + every part's resp."""
+    await s.accept([req(msg_id, **kw)], [], 3600)
+    await s.begin_attempt(msg_id, smsc, len(smsc_ids), 42)
+    for i, sid in enumerate(smsc_ids):
+        await s.part_submitted(msg_id, i, smsc, sid)
+
+
+# ------------------------------------------------------------------------------------------ accept
+async def test_accept_new_and_duplicates(store: Store) -> None:
+    first = req("m1", text="first", meta={"tenant": "t1"})
+    res = await store.accept([first, req("m2"), req("m1", text="second")], [], 3600)
+    assert [r.id for r in res.new] == ["m1", "m2"] and res.duplicates == ["m1"]
+    res = await store.accept([req("m1", text="third"), req("m3")], [], 3600)
+    assert [r.id for r in res.new] == ["m3"] and res.duplicates == ["m1"]
+    rows = await outbox(store)
+    assert [(t, e["id"], e["state"]) for _, t, e in rows] == [
+        ("sms/status/m1", "m1", "queued"), ("sms/status/m2", "m2", "queued"), ("sms/status/m3", "m3", "queued")]
+    ev = rows[0][2]
+    assert ev == {"id": "m1", "state": "queued", "at": ev["at"], "to": "+447700900123", "smsc": None, "parts": 0,
+                  "attempt": 0, "smsc_message_ids": [], "error": None, "meta": {"tenant": "t1"}}
+    assert ev["at"].endswith("Z") and len(ev["at"]) == 24
+    tr = await store.trace("m1")
+    assert tr is not None and tr["request"]["text"] == "first" and tr["state"] == "queued" and not tr["final"]
+
+
+async def test_accept_ttl_from_request_or_default(store: Store) -> None:
+    now = time.time()
+    await store.accept([req("a", ttl=60, received_at=now), req("b", received_at=now)], [], 3600)
+    by_id = {a.request.id: a for a in await store.recover()}
+    assert by_id["a"].ttl_at == pytest.approx(now + 60) and by_id["b"].ttl_at == pytest.approx(now + 3600)
+
+
+async def test_rejections_with_and_without_id(store: Store) -> None:
+    res = await store.accept([], [
+        Rejection(id="r1", detail="to: missing", to=None, meta={"k": "v"}),
+        Rejection(id=None, detail="not JSON", raw=b"\xffgarbage"),
+    ], 3600)
+    assert res.new == [] and res.duplicates == []
+    rows = await outbox(store)
+    assert [t for _, t, _ in rows] == ["sms/status/r1", "sms/status/_invalid"]
+    r1, inv = rows[0][2], rows[1][2]
+    assert r1["id"] == "r1" and r1["state"] == "rejected" and r1["meta"] == {"k": "v"} and r1["to"] is None
+    assert r1["error"] == {"code": "invalid_request", "status": None, "detail": "to: missing"}
+    assert inv == {"id": None, "state": "rejected", "at": inv["at"], "raw": "\ufffdgarbage",
+                   "error": {"code": "invalid_request", "status": None, "detail": "not JSON"}}
+    tr = await store.trace("r1")
+    assert tr is not None and tr["final"] and tr["state"] == "rejected"
+    # the id is taken: a later request or rejection with it is a duplicate, and nothing is emitted
+    res = await store.accept([req("r1")], [Rejection(id="r1", detail="again")], 3600)
+    assert res.new == [] and res.duplicates == ["r1", "r1"]
+    assert len(await outbox(store)) == 2
+    assert await store.recover() == []
+
+
+async def test_request_and_rejection_with_one_id_in_one_batch(store: Store) -> None:
+    res = await store.accept([req("x")], [Rejection(id="x", detail="bad")], 3600)
+    assert [r.id for r in res.new] == ["x"] and res.duplicates == ["x"]
+    assert await states(store, "x") == ["queued"]
+
+
+# ------------------------------------------------------------------------------------------ attempts, submit
+async def test_begin_attempt_counts_and_keeps_first_ref(store: Store) -> None:
+    await store.accept([req("m")], [], 3600)
+    assert await store.begin_attempt("m", "a", 2, 7) == (1, 7)
+    assert await store.begin_attempt("m", "b", 2, 9) == (2, 7)
+    assert await store.begin_attempt("nope", "a", 1, 5) == (0, 5)
+    tr = await store.trace("m")
+    assert tr is not None and tr["attempt"] == 2 and tr["smsc"] == "b" and tr["parts"] == 2
+    assert [p["idx"] for p in tr["part_rows"]] == [0, 1]
+    assert all(p["state"] == "pending" and p["smsc_message_id"] is None for p in tr["part_rows"])
+    assert await states(store, "m") == ["queued"]
+
+
+async def test_submitted_only_when_every_part_has_an_id(store: Store) -> None:
+    await store.accept([req("m", meta={"x": 1})], [], 3600)
+    await store.begin_attempt("m", "a", 3, 1)
+    await store.part_submitted("m", 2, "a", "c3")
+    await store.part_submitted("m", 0, "a", "c1")
+    assert await states(store, "m") == ["queued"]
+    await store.part_submitted("m", 1, "a", "c2")
+    assert await states(store, "m") == ["queued", "submitted"]
+    ev = (await outbox(store))[-1][2]
+    assert ev["smsc_message_ids"] == ["c1", "c2", "c3"] and ev["parts"] == 3 and ev["attempt"] == 1
+    assert ev["smsc"] == "a" and ev["meta"] == {"x": 1} and ev["error"] is None and ev["to"] == "+447700900123"
+    # a resubmitted part (resp seen twice) emits nothing new, and is counted
+    await store.part_submitted("m", 1, "a", "c2b")
+    assert await states(store, "m") == ["queued", "submitted"]
+    assert (await store.stats(0))["counters"]["resubmits_after_ok"] == 1
+
+
+async def test_dlr_false_ends_at_submitted(store: Store) -> None:
+    await submit(store, "m", ["id1"], dlr=False)
+    tr = await store.trace("m")
+    assert tr is not None and tr["final"] and tr["state"] == "submitted"
+    assert await store.recover() == []
+    assert await store.receipt("a", dlr("id1")) == "late"
+    await store.finish("m", "failed", None)
+    assert await states(store, "m") == ["queued", "submitted"]
+
+
+# ------------------------------------------------------------------------------------------ receipts
+@pytest.mark.parametrize(("submit_id", "receipt_id"), [
+    ("abc123", str(0xABC123)),        # hex resp, decimal receipt
+    ("11259375", "abcdef"),           # decimal resp, hex receipt
+    ("00ABC", "abc"),                 # case and leading zeros
+])
+async def test_receipt_matches_hex_and_decimal_forms(store: Store, submit_id: str, receipt_id: str) -> None:
+    await submit(store, "m", [submit_id])
+    assert await store.receipt("a", dlr(receipt_id)) == "matched"
+    assert await states(store, "m") == ["queued", "submitted", "delivered"]
+    ev = (await outbox(store))[-1][2]
+    assert ev["smsc_message_ids"] == [submit_id] and ev["error"] is None
+
+
+async def test_receipt_is_matched_per_smsc(store: Store) -> None:
+    await submit(store, "m", ["77"], smsc="a")
+    assert await store.receipt("b", dlr("77")) == "held"
+    assert await states(store, "m") == ["queued", "submitted"]
+    assert (await store.stats(0))["held_receipts"] == 1
+
+
+async def test_receipt_held_before_resp_then_applied(store: Store) -> None:
+    await store.accept([req("m")], [], 3600)
+    await store.begin_attempt("m", "a", 1, 1)
+    assert await store.receipt("a", dlr(str(0xFF01))) == "held"
+    st = await store.stats(0)
+    assert st["held_receipts"] == 1 and st["counters"]["receipts_held"] == 1
+    await store.part_submitted("m", 0, "a", "ff01")
+    assert await states(store, "m") == ["queued", "submitted", "delivered"]
+    assert (await store.stats(0))["held_receipts"] == 0
+
+
+async def test_held_receipts_apply_in_arrival_order(store: Store) -> None:
+    await store.accept([req("m")], [], 3600)
+    await store.begin_attempt("m", "a", 1, 1)
+    for stat in ("ENROUTE", "ACCEPTD", "DELIVRD"):
+        assert await store.receipt("a", dlr("9", stat)) == "held"
+    await store.part_submitted("m", 0, "a", "9")
+    assert await states(store, "m") == ["queued", "submitted", "enroute", "enroute", "delivered"]
+
+
+async def test_late_receipt_after_final_changes_nothing(store: Store) -> None:
+    await submit(store, "m", ["1"])
+    assert await store.receipt("a", dlr("1")) == "matched"
+    assert await store.receipt("a", dlr("1", "UNDELIV")) == "late"
+    assert await states(store, "m") == ["queued", "submitted", "delivered"]
+    assert (await store.stats(0))["counters"]["receipts_late"] == 1
+
+
+async def test_multipart_delivered_only_when_every_part_is(store: Store) -> None:
+    await submit(store, "m", ["p1", "p2", "p3"])
+    assert await store.receipt("a", dlr("p2")) == "matched"
+    assert await store.receipt("a", dlr("p1")) == "matched"
+    assert await states(store, "m") == ["queued", "submitted"]
+    assert await store.receipt("a", dlr("p3")) == "matched"
+    assert await states(store, "m") == ["queued", "submitted", "delivered"]
+    tr = await store.trace("m")
+    assert tr is not None and [p["state"] for p in tr["part_rows"]] == ["delivered"] * 3
+    assert [p["stat"] for p in tr["part_rows"]] == ["DELIVRD"] * 3
+
+
+@pytest.mark.parametrize(("stat", "final"), [("UNDELIV", "undelivered"), ("REJECTD", "undelivered"),
+                                             ("DELETED", "undelivered"), ("UNKNOWN", "undelivered"),
+                                             ("EXPIRED", "expired")])
+async def test_any_failed_part_ends_the_message_once(store: Store, stat: str, final: str) -> None:
+    await submit(store, "m", ["p1", "p2"])
+    assert await store.receipt("a", dlr("p1")) == "matched"
+    assert await store.receipt("a", dlr("p2", stat, "012")) == "matched"
+    assert await store.receipt("a", dlr("p1", "DELIVRD")) == "late"
+    assert await states(store, "m") == ["queued", "submitted", final]
+    ev = (await outbox(store))[-1][2]
+    assert ev["error"] == {"code": stat, "status": None, "detail": f"receipt stat:{stat} err:012"}
+
+
+async def test_enroute_then_delivered(store: Store) -> None:
+    await submit(store, "m", ["e1"])
+    assert await store.receipt("a", dlr("e1", "ACCEPTD")) == "matched"
+    tr = await store.trace("m")
+    assert tr is not None and tr["state"] == "enroute" and not tr["final"]
+    assert [a.state for a in await store.recover()] == ["enroute"]
+    assert await store.receipt("a", dlr("e1")) == "matched"
+    assert await states(store, "m") == ["queued", "submitted", "enroute", "delivered"]
+
+
+async def test_resubmitted_part_does_not_repeat_submitted(store: Store) -> None:
+    await submit(store, "m", ["e1"])
+    await store.receipt("a", dlr("e1", "ENROUTE"))
+    await store.part_submitted("m", 0, "a", "e1")
+    assert await states(store, "m") == ["queued", "submitted", "enroute"]
+
+
+# ------------------------------------------------------------------------------------------ retrying, finish
+async def test_retrying_then_failed_then_nothing(store: Store) -> None:
+    await store.accept([req("m")], [], 3600)
+    await store.begin_attempt("m", "a", 1, 1)
+    err = {"code": "ESME_RTHROTTLED", "status": 0x58, "detail": "throttled"}
+    next_at = time.time() + 30
+    await store.retrying("m", next_at, err)
+    ev = (await outbox(store))[-1][2]
+    assert ev["state"] == "retrying" and ev["error"] == err and ev["next_attempt_at"].endswith("Z")
+    [active] = await store.recover()
+    assert active.state == "retrying" and active.next_attempt_at == pytest.approx(next_at)
+    await store.finish("m", "failed", err)
+    await store.retrying("m", next_at, err)
+    await store.finish("m", "expired", None)
+    assert await states(store, "m") == ["queued", "retrying", "failed"]
+    tr = await store.trace("m")
+    assert tr is not None and tr["state"] == "failed" and tr["final"] and tr["error"] == err
+    assert [e["state"] for e in tr["events"]] == ["queued", "retrying", "failed"]
+
+
+async def test_finish_unknown_id_does_nothing(store: Store) -> None:
+    await store.finish("ghost", "failed", None)
+    await store.retrying("ghost", time.time(), {"code": "timeout", "status": None, "detail": ""})
+    assert await outbox(store) == []
+    assert await store.trace("ghost") is None
+
+
+# ------------------------------------------------------------------------------------------ MO
+async def test_mo_single(store: Store) -> None:
+    msg = await store.mo("a", "447700900123", "12345", b"STOP", 0, None, "gsm")
+    assert msg is not None and msg["text"] == "STOP" and msg["from"] == "447700900123" and msg["to"] == "12345"
+    assert msg["smsc"] == "a" and msg["received_at"].endswith("Z") and len(msg["id"]) == 36
+    assert [(t, e) for _, t, e in await outbox(store)] == [("sms/inbound", msg)]
+    assert (await store.stats(0))["counters"]["mo_received"] == 1
+
+
+async def test_mo_concatenated_out_of_order(store: Store) -> None:
+    parts = {1: "Hello ".encode("utf-16-be"), 2: "wörld ".encode("utf-16-be"), 3: "😀!".encode("utf-16-be")}
+    assert await store.mo("a", "4477", "123", parts[3], 8, (9, 3, 3), "gsm") is None
+    assert await store.mo("a", "4477", "123", parts[1], 8, (9, 3, 1), "gsm") is None
+    assert await store.mo("a", "4477", "123", parts[1], 8, (9, 3, 1), "gsm") is None    # a repeated part
+    assert await store.mo("a", "4477", "999", parts[2], 8, (9, 3, 2), "gsm") is None    # another conversation
+    assert await outbox(store) == []
+    msg = await store.mo("a", "4477", "123", parts[2], 8, (9, 3, 2), "gsm")
+    assert msg is not None and msg["text"] == "Hello wörld 😀!"
+    assert [e for _, _, e in await outbox(store)] == [msg]
+    # the parts are gone: the same reference starts a new message
+    assert await store.mo("a", "4477", "123", parts[1], 8, (9, 3, 1), "gsm") is None
+
+
+# ------------------------------------------------------------------------------------------ outbox
+async def test_outbox_fetch_and_delete_in_order(store: Store) -> None:
+    await store.accept([req(f"m{i}") for i in range(5)], [], 3600)
+    await store.mo("a", "1", "2", b"hi", 0, None, "gsm")
+    rows = await store.outbox_fetch(0, 100)
+    seqs = [s for s, _, _ in rows]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 6
+    assert [t for _, t, _ in rows] == [f"sms/status/m{i}" for i in range(5)] + ["sms/inbound"]
+    assert await store.outbox_fetch(0, 2) == rows[:2]
+    assert await store.outbox_fetch(seqs[2], 2) == rows[3:5]
+    assert await store.outbox_fetch(seqs[-1], 10) == []
+    await store.outbox_delete([seqs[0], seqs[3]])
+    assert await store.outbox_fetch(0, 100) == [rows[1], rows[2], rows[4], rows[5]]
+    await store.outbox_delete([s for s, _, _ in await store.outbox_fetch(0, 100)])
+    assert await store.outbox_fetch(0, 100) == []
+    await store.accept([req("later")], [], 3600)
+    [(seq, topic, _)] = await store.outbox_fetch(0, 100)
+    assert seq > seqs[-1] and topic == "sms/status/later"
+
+
+async def test_outbox_ready_is_set_after_a_commit_that_adds_events(store: Store) -> None:
+    store.outbox_ready.clear()
+    await store.begin_attempt("nothing", "a", 1, 1)
+    assert not store.outbox_ready.is_set()
+    await store.accept([req("m")], [], 3600)
+    assert store.outbox_ready.is_set()
+
+
+async def test_event_order_per_id_is_the_order_of_state_changes(store: Store) -> None:
+    """Operations issued together land in one group commit, applied in call order."""
+    await store.accept([req("m1"), req("m2")], [], 3600)
+    await asyncio.gather(store.begin_attempt("m1", "a", 2, 1), store.begin_attempt("m2", "a", 1, 2))
+    await asyncio.gather(
+        store.part_submitted("m1", 0, "a", "1a"), store.part_submitted("m2", 0, "a", "2a"),
+        store.receipt("a", dlr("2a", "ACCEPTD")), store.part_submitted("m1", 1, "a", "1b"),
+        store.receipt("a", dlr("1a", "ENROUTE")), store.receipt("a", dlr("1a")), store.receipt("a", dlr("2a")),
+        store.receipt("a", dlr("1b")),
+    )
+    assert await states(store, "m1") == ["queued", "submitted", "enroute", "delivered"]
+    assert await states(store, "m2") == ["queued", "submitted", "enroute", "delivered"]
+    for msg_id in ("m1", "m2"):
+        tr = await store.trace(msg_id)
+        assert tr is not None and [e["state"] for e in tr["events"]] == await states(store, msg_id)
+
+
+async def test_one_failing_operation_does_not_undo_its_batch(store: Store) -> None:
+    bad = Receipt(message_id=None, stat="DELIVRD", err=None, submit_date=None,  # type: ignore[arg-type]
+                  done_date=None, text=None, network_error_code=None)
+    res = await asyncio.gather(store.accept([req("before")], [], 3600), store.receipt("a", bad),
+                               store.accept([req("after")], [], 3600), return_exceptions=True)
+    assert isinstance(res[1], AttributeError)
+    assert [r.id for r in res[0].new] == ["before"] and [r.id for r in res[2].new] == ["after"]  # type: ignore[union-attr]
+    assert [e["id"] for _, _, e in await outbox(store)] == ["before", "after"]
+
+
+# ------------------------------------------------------------------------------------------ recover, trace, stats
+async def test_recover_returns_non_final_messages_with_submitted_parts(store_backend: str) -> None:
+    s = open_store(store_backend, "sms")
+    await s.open()
+    now = time.time()
+    await s.accept([req("q", received_at=now, meta={"a": [1]}, priority=2, route="r", dlr=True, validity=60)], [],
+                   3600)
+    await s.accept([req("half", received_at=now)], [], 3600)
+    await s.begin_attempt("half", "a", 2, 5)
+    await s.part_submitted("half", 1, "a", "h2")
+    await submit(s, "sub", ["s1"])
+    await submit(s, "done", ["d1"])
+    await s.receipt("a", dlr("d1"))
+    await s.accept([req("gone")], [], 3600)
+    await s.finish("gone", "rejected", None)
+    await s.close()
+
+    s = open_store(store_backend, "sms")        # reopened: what survives is what was committed
+    await s.open()
+    try:
+        by_id = {a.request.id: a for a in await s.recover()}
+        assert set(by_id) == {"q", "half", "sub"}
+        q = by_id["q"]
+        assert q.request == req("q", received_at=now, meta={"a": [1]}, priority=2, route="r", dlr=True, validity=60)
+        assert (q.state, q.smsc, q.attempt, q.submitted, q.next_attempt_at) == ("queued", None, 0, {}, None)
+        assert q.ttl_at == pytest.approx(now + 3600)
+        half = by_id["half"]
+        assert (half.state, half.smsc, half.attempt, half.submitted) == ("queued", "a", 1, {1: "h2"})
+        assert by_id["sub"].state == "submitted" and by_id["sub"].submitted == {0: "s1"}
+        # and the correlation survived too
+        assert await s.receipt("a", dlr("s1")) == "matched"
+    finally:
+        await s.close()
+
+
+async def test_trace(store: Store) -> None:
+    await submit(store, "m", ["t1", "t2"], meta={"m": 1})
+    await store.receipt("a", dlr("t1"))
+    tr = await store.trace("m")
+    assert tr is not None
+    assert (tr["id"], tr["state"], tr["final"], tr["smsc"], tr["parts"], tr["attempt"], tr["error"]) == \
+        ("m", "submitted", False, "a", 2, 1, None)
+    assert tr["request"]["meta"] == {"m": 1} and tr["request"]["to"] == "+447700900123"
+    assert [(p["idx"], p["smsc_message_id"], p["state"], p["stat"]) for p in tr["part_rows"]] == \
+        [(0, "t1", "delivered", "DELIVRD"), (1, "t2", "submitted", None)]
+    assert tr["part_rows"][0]["receipt_at"].endswith("Z") and tr["part_rows"][1]["receipt_at"] is None
+    assert tr["events"] == [e for _, t, e in await outbox(store) if t == "sms/status/m"]
+    assert all(tr[k].endswith("Z") for k in ("created_at", "updated_at", "ttl_at"))
+
+
+async def test_stats(store: Store) -> None:
+    since = time.time() - 1
+    await store.accept([req("q1"), req("q2")], [Rejection(id="r", detail="x")], 3600)
+    await submit(store, "s", ["1"], smsc="b")
+    await submit(store, "d", ["2"], smsc="b")
+    await store.receipt("b", dlr("2"))
+    await store.receipt("b", dlr("404"))
+    st = await store.stats(since)
+    assert sorted((q["state"], q["smsc"], q["count"]) for q in st["queue"]) == \
+        [("queued", "", 2), ("submitted", "b", 1)]
+    assert sorted((q["state"], q["smsc"], q["count"]) for q in st["outcomes"]) == \
+        [("delivered", "b", 1), ("rejected", "", 1)]
+    assert st["outbox"] == len(await outbox(store)) and st["held_receipts"] == 1
+    assert st["counters"] == {"receipts_held": 1}
+    assert (await store.stats(time.time() + 60))["outcomes"] == []
+
+
+# ------------------------------------------------------------------------------------------ migrations
+async def _schema_versions(url: str) -> list[int]:
+    if url.startswith("postgresql://"):
+        conn = await asyncpg.connect(url.split("?")[0], server_settings={"search_path": url.rsplit("=", 1)[1]})
+        try:
+            return [r[0] for r in await conn.fetch("SELECT version FROM schema_version ORDER BY version")]
+        finally:
+            await conn.close()
+    with sqlite3.connect(url) as db:
+        return [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY version")]
+
+
+async def _set_version(url: str, version: int) -> None:
+    if url.startswith("postgresql://"):
+        conn = await asyncpg.connect(url.split("?")[0], server_settings={"search_path": url.rsplit("=", 1)[1]})
+        try:
+            await conn.execute("INSERT INTO schema_version VALUES ($1, 0)", version)
+        finally:
+            await conn.close()
+        return
+    with sqlite3.connect(url) as db:
+        db.execute("INSERT INTO schema_version VALUES (?, 0)", (version,))
+
+
+async def test_migrations_applied_once_and_newer_schema_refused(store_backend: str) -> None:
+    assert len(SQLITE) == len(POSTGRES)
+    for _ in range(2):
+        s = open_store(store_backend, "sms")
+        await s.open()
+        await s.accept([req("m")], [], 3600)
+        await s.close()
+    assert await _schema_versions(store_backend) == list(range(1, len(SQLITE) + 1))
+    await _set_version(store_backend, 99)
+    s = open_store(store_backend, "sms")
+    with pytest.raises(StoreError, match="schema version 99"):
+        await s.open()
+    await s.close()
+
+
+async def test_sqlite_store_from_before_migrations_is_adopted(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    with sqlite3.connect(path) as db:
+        db.executescript(SQLITE_V1)
+        db.execute("INSERT INTO messages(id, req, state, created_at, updated_at, ttl_at) VALUES (?,?,?,?,?,?)",
+                   ("old", orjson.dumps(req("old").to_json()), "queued", 1.0, 1.0, 1e12))
+    s = open_store(path, "sms")
+    await s.open()
+    try:
+        assert [a.request.id for a in await s.recover()] == ["old"]
+    finally:
+        await s.close()
+    assert await _schema_versions(path) == [1]
+
+
+# ------------------------------------------------------------------------------------------ PostgreSQL URLs
+async def test_postgres_unreachable_is_a_store_error() -> None:
+    s = open_store("postgresql://postgres@127.0.0.1:1/test", "sms")
+    with pytest.raises(StoreError, match="cannot open the PostgreSQL store"):
+        await s.open()
+
+
+def test_postgres_schema_name_is_checked() -> None:
+    with pytest.raises(StoreError, match="schema"):
+        open_store(f"{PG_URL}?schema=bad;name", "sms")
+
+
+async def test_postgres_schema_is_created_and_separate() -> None:
+    a, b = pg_store_url(), pg_store_url()
+    sa, sb = open_store(a, "sms"), open_store(b, "sms")
+    await sa.open()
+    await sb.open()
+    try:
+        await sa.accept([req("m")], [], 3600)
+        assert await sb.trace("m") is None and (await sa.trace("m")) is not None
+    finally:
+        await sa.close()
+        await sb.close()
+        await drop_pg_schemas([a.rsplit("=", 1)[1], b.rsplit("=", 1)[1]])
