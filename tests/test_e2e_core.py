@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from smppengine.broker import Mosquitto
 from smppengine.simulator import Simulator
 
@@ -99,3 +101,39 @@ async def test_receipt_before_resp_and_decimal_receipt_ids(tmp_path: Path, broke
             assert got == hex_ids
     finally:
         await sim.stop()
+
+
+@pytest.mark.parametrize("concat", ["udh", "udh16", "sar", "payload"])
+async def test_long_texts_arrive_byte_exact_with_each_concat_method(
+        tmp_path: Path, broker: Mosquitto, sim: Simulator, concat: str) -> None:
+    from smppengine import text
+
+    gsm = "a" * 151 + "€[" + "b" * 43 + "€[]~"       # escapes straddle the 153-septet boundary
+    assert len(gsm) == 200
+    cyrillic = ("Съешь же ещё этих мягких французских булок, да выпей чаю. " * 2)[:100]
+    emoji = "Party " + "🎉😀" * 20 + " end"                 # surrogate pairs across the 67-unit boundary
+    cfg = make_config(str(tmp_path / "e.db"), broker.url, [smsc("a", sim.port, concat=concat)])
+    msgs = {"gsm": ("+447700900001", gsm), "cyr": ("+447700900002", cyrillic), "emoji": ("+447700900003", emoji)}
+    async with Watcher(broker.url) as w, running_engine(cfg) as engine:
+        await wait_bound(engine)
+        for msg_id, (to, body) in msgs.items():
+            await w.publish({"id": msg_id, "to": to, "text": body})
+        await w.wait_final(msgs)
+    for msg_id, (to, body) in msgs.items():
+        recs = sorted((r for r in sim.ok_submits() if r.destination_addr == to[1:]),
+                      key=lambda r: r.tlvs.get("sar_segment_seqnum", 0))
+        assert [e["state"] for e in w.final(msg_id)] == ["delivered"]
+        if concat == "payload":
+            assert len(recs) == 1
+            got = text.decode(recs[0].tlvs.get("message_payload") or recs[0].short_message, recs[0].data_coding)
+        elif concat == "sar":
+            assert len({r.tlvs["sar_msg_ref_num"] for r in recs}) == 1
+            assert [r.tlvs["sar_segment_seqnum"] for r in recs] == list(range(1, len(recs) + 1))
+            got = "".join(text.decode(r.short_message, r.data_coding) for r in recs)
+        else:
+            infos = [text.split_udh(r.short_message) for r in recs]
+            assert all(r.esm_class & 0x40 for r in recs)
+            assert len({i.ref for i, _ in infos if i}) == 1 and all(i and i.total == len(recs) for i, _ in infos)
+            got = "".join(text.decode(b, recs[0].data_coding) for _, b in sorted(infos, key=lambda x: x[0].seq))
+        assert got == body, (concat, msg_id)
+        assert w.final(msg_id)[0]["parts"] == len(recs)

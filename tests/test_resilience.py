@@ -22,14 +22,14 @@ def _one_final_state_each(w: Watcher, ids: list[str]) -> None:
 
 
 async def test_sigkill_three_times_during_5000_messages(tmp_path: Path, broker: Mosquitto) -> None:
-    sim = Simulator(credentials={"acme": "secret"}, receipt_delay=0.05)
+    sim = Simulator(credentials={"acme": "Pw-9f3k"}, receipt_delay=0.05)
     await sim.start()
     cfg_path = write_toml(str(tmp_path / "engine.toml"), {
         "engine": {"instance": "kill3", "store": str(tmp_path / "engine.db")},
         "mqtt": {"url": broker.url},
         "http": {"listen": ""},
         "log": {"level": "info", "format": "json"},
-        "smsc": [smsc("a", sim.port, binds=2, window=50, response_timeout_s=2)],
+        "smsc": [smsc("a", sim.port, binds=2, window=50, response_timeout_s=2, password="Pw-9f3k")],
     })
     engine = EngineProcess(cfg_path)
     n = 5000
@@ -67,6 +67,7 @@ async def test_sigkill_three_times_during_5000_messages(tmp_path: Path, broker: 
             last = [r for r in sim.ok_submits() if r.short_message == t][-1]
             assert stored[msg_id] == last.message_id, (msg_id, "an earlier committed resp was sent again")
         assert resubmits == 0
+        assert engine.lines and not any("Pw-9f3k" in str(line) for line in engine.lines)   # never logged
         print(f"\n{n} messages, 3 SIGKILLs: {len(dup_texts)} messages re-sent because their resp was not "
               f"committed before the kill; every id has one final state")
     finally:
