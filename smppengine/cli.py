@@ -121,6 +121,16 @@ def _parts(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- run
+def _event_loop_run(coro: Any) -> None:
+    """uvloop when installed (measured: fewer µs per message in the MQTT and SMPP I/O), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
 def _install_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -137,10 +147,10 @@ def _run(args: argparse.Namespace) -> int:
 
         cfg = load()
         logs.configure(cfg.log.level, cfg.log.format)
-        asyncio.run(_run_engine(cfg, load))
+        _event_loop_run(_run_engine(cfg, load))
     else:
         logs.configure("info", "auto")
-        asyncio.run(_run_demo(args.store or "smppengine-demo.db"))
+        _event_loop_run(_run_demo(args.store or "smppengine-demo.db"))
     return 0
 
 

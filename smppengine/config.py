@@ -112,12 +112,26 @@ class SmscConfig:
     default_alphabet: str = "gsm"      # decoding of data_coding 0 on MO: gsm, ascii, latin1
     # per-SMSC overrides of the error class table: command_status -> "transient" | "permanent"
     error_classes: dict[int, str] = field(default_factory=dict)
+    senders: tuple[str, ...] = ()      # allowed sender IDs ("from"); () = any (docs/compliance.md)
 
 
 @dataclass(frozen=True)
 class RouteConfig:
     prefix: str                        # "" matches everything (default route)
     smsc: tuple[str, ...]
+    senders: tuple[str, ...] = ()      # allowed sender IDs ("from"); () = any
+    allow_opted_out: bool = False      # transactional traffic may reach opted-out numbers (docs/compliance.md)
+
+
+@dataclass(frozen=True)
+class ComplianceConfig:
+    """Opt-out (STOP) handling; see smppengine/compliance.py and docs/compliance.md."""
+
+    optout_keywords: tuple[str, ...] = ("stop", "stopall", "unsubscribe", "cancel", "end", "quit")
+    optin_keywords: tuple[str, ...] = ("start", "unstop")
+    optout_scope: str = "number"       # "number": the number the MO was sent to; "global": every sender
+    confirm_stop: str = ""             # reply text to an opt-out keyword; "" = no reply
+    confirm_start: str = ""            # reply text to an opt-in keyword; "" = no reply
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,7 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     smsc: tuple[SmscConfig, ...] = ()
     route: tuple[RouteConfig, ...] = ()
+    compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
 
     def smsc_by_name(self, name: str) -> SmscConfig | None:
         for s in self.smsc:
@@ -162,10 +177,12 @@ _SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "http": ("listen",),
     "log": ("level", "format"),
     "retry": ("max_attempts", "backoff_initial", "backoff_max"),
+    "compliance": tuple(f.name for f in dataclasses.fields(ComplianceConfig)),
 }
 _SMSC_KEYS = tuple(f.name for f in dataclasses.fields(SmscConfig))
 _SMSC_REQUIRED = ("name", "host", "port", "system_id", "password")
-_ROUTE_KEYS = ("prefix", "smsc")
+_ROUTE_KEYS = ("prefix", "smsc", "senders", "allow_opted_out")
+OPTOUT_SCOPES = ("number", "global")
 _SECTIONS = (*_SECTION_KEYS, "smsc", "route")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -442,6 +459,7 @@ def _parse_smsc(file: str, index: int, data: Any) -> SmscConfig:
         tls=t.get_bool("tls", d.tls),
         default_alphabet=t.get_choice("default_alphabet", d.default_alphabet, ALPHABETS),
         error_classes=_parse_error_classes(t, error_classes),
+        senders=_parse_senders(t),
     )
 
 
@@ -460,7 +478,45 @@ def _parse_route(file: str, index: int, data: Any, known: tuple[str, ...]) -> Ro
             t.fail("smsc", f"unknown SMSC {_show(n)} (known: {', '.join(known)})")
         if names.count(n) > 1:
             t.fail("smsc", f"SMSC {_show(n)} listed twice")
-    return RouteConfig(prefix=prefix, smsc=tuple(names))
+    return RouteConfig(prefix=prefix, smsc=tuple(names), senders=_parse_senders(t),
+                       allow_opted_out=t.get_bool("allow_opted_out", False))
+
+
+def _parse_senders(t: _Table) -> tuple[str, ...]:
+    """``senders = [...]``: sender IDs a request may use ("from", or the SMSC's default_from)."""
+    from smppengine.ingress import valid_sender
+
+    v = t.raw("senders", [])
+    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+        t.fail("senders", f"expected an array of sender IDs, got {_show(v)}")
+    for s in v:
+        if not valid_sender(s):
+            t.fail("senders", f"{_show(s)} is not a valid sender: up to 11 characters of A-Z a-z 0-9 space "
+                   ". - _ &, or an optional '+' then 1-20 digits")
+    return tuple(v)
+
+
+def _parse_keywords(t: _Table, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    v = t.raw(name, list(default))
+    if not isinstance(v, list) or not all(isinstance(k, str) and k.strip() for k in v):
+        t.fail(name, f"expected an array of non-empty strings, got {_show(v)}")
+    return tuple(dict.fromkeys(k.strip().casefold() for k in v))
+
+
+def _parse_compliance(file: str, data: Any) -> ComplianceConfig:
+    t = _Table(file, "compliance", data, _SECTION_KEYS["compliance"])
+    d = ComplianceConfig()
+    optout = _parse_keywords(t, "optout_keywords", d.optout_keywords)
+    optin = _parse_keywords(t, "optin_keywords", d.optin_keywords)
+    both = [k for k in optin if k in optout]
+    if both:
+        t.fail("optin_keywords", f"{_show(both[0])} is also an opt-out keyword")
+    return ComplianceConfig(
+        optout_keywords=optout, optin_keywords=optin,
+        optout_scope=t.get_choice("optout_scope", d.optout_scope, OPTOUT_SCOPES),
+        confirm_stop=t.get_str("confirm_stop", d.confirm_stop),
+        confirm_start=t.get_str("confirm_start", d.confirm_start),
+    )
 
 
 def _array_of_tables(file: str, key: str, data: Any) -> list[Any]:
@@ -483,6 +539,7 @@ def parse_config(data: Mapping[str, Any], path: str = "<config>") -> Config:
     http = _parse_http(file, data.get("http", {}))
     log = _parse_log(file, data.get("log", {}))
     retry = _parse_retry(file, data.get("retry", {}))
+    compliance = _parse_compliance(file, data.get("compliance", {}))
 
     smsc_tables = _array_of_tables(file, "smsc", data.get("smsc", []))
     if not smsc_tables:
@@ -509,7 +566,7 @@ def parse_config(data: Mapping[str, Any], path: str = "<config>") -> Config:
 
     return Config(
         path=file, engine=engine, mqtt=mqtt, http=http, log=log, retry=retry,
-        smsc=tuple(smscs), route=tuple(routes),
+        smsc=tuple(smscs), route=tuple(routes), compliance=compliance,
     )
 
 

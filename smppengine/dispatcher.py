@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import text
+from . import compliance, text
 from .addressing import address, relative_validity
+from .compliance import OptOutCache
 from .model import EXPIRED, FAILED, REJECTED, Request, error
 from .retry import RetryPolicy
 from .router import NoRoute, Router
@@ -48,6 +49,7 @@ class Dispatcher:
         self.active = 0
         self.submitted_ok = 0
         self.metrics: Metrics | None = None       # set by the engine
+        self.optouts: OptOutCache | None = None   # set by the engine (optout_runtime.py)
 
     @property
     def backlog(self) -> int:
@@ -109,6 +111,14 @@ class Dispatcher:
         except NoRoute as exc:
             await self.store.finish(req.id, REJECTED, error("no_route", None, str(exc) or f"no route for {req.to}"))
             return
+        if not a.submitted:        # sender rules and the opt-out list (compliance.py); no DB read
+            names, refused = compliance.screen(
+                req.to, req.sender, req.id, self.router.route_for(req.to, req.route), names,
+                {n: self.clients[n].cfg for n in names if n in self.clients}, self.optouts)
+            if refused is not None:
+                log.info("message_refused", msg_id=req.id, error=refused["code"])
+                await self.store.finish(req.id, REJECTED, refused)
+                return
         client = await self._available(names, a.ttl_at)
         if client is None:
             await self.store.finish(req.id, EXPIRED, error("ttl_expired", None, "no SMSC available before the ttl"))

@@ -16,6 +16,7 @@ from .ingress import parse_request
 from .metrics import Metrics
 from .model import QUEUED, RETRYING, Rejection, Request
 from .mqtt import Incoming, MqttLink
+from .optout_runtime import OptOutRuntime
 from .publisher import Publisher
 from .receipts import is_receipt, parse_receipt
 from .reload import ReloadPlan, effective, plan
@@ -42,6 +43,8 @@ class Engine:
         self.dispatcher = Dispatcher(self.store, self.clients, self.router,
                                      RetryPolicy(r.max_attempts, r.backoff_initial, r.backoff_max))
         self.dispatcher.metrics = self.metrics
+        self.optouts = OptOutRuntime(self.store, self.dispatcher)    # compliance: opt-out cache + replies
+        self.dispatcher.optouts = self.optouts.cache
         self.metrics.attach(self)
         self.link = MqttLink(config.mqtt, config.engine.instance, self._on_request)
         self.publisher = Publisher(self.store, self.link)
@@ -72,6 +75,7 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         await self.store.open()
+        await self.optouts.load()
         recovered = await self.store.recover()
         now = time.time()
         for a in recovered:
@@ -87,6 +91,7 @@ class Engine:
             asyncio.create_task(self.link.run(), name="mqtt"),
             asyncio.create_task(self.publisher.run(), name="publisher"),
             asyncio.create_task(self._stats_loop(), name="stats"),
+            asyncio.create_task(self.optouts.watch(), name="optouts"),
         ]
         if self.config.http.address is not None:
             self.http_server = await serve_http(self, *self.config.http.address)
@@ -187,11 +192,12 @@ class Engine:
             concat = None
         msg = await self.store.mo(smsc.name, str(params.get("source_addr", "")),
                                   str(params.get("destination_addr", "")), data, int(params.get("data_coding", 0)),
-                                  concat, smsc.default_alphabet)
+                                  concat, smsc.default_alphabet, self.config.compliance)
         self.counters["mo"] += 1
         self.metrics.mo.labels(smsc.name).inc()
         if msg is not None:
             log.info("mo_received", smsc=smsc.name, session=session.id, mo_id=msg["id"])
+            await self.optouts.on_mo(msg, self.config.compliance, self.config.engine.default_ttl)
         return 0
 
     # ------------------------------------------------------------------ housekeeping

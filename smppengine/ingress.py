@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from . import text
+from .compliance import CONFIRM_PREFIX
 from .model import Rejection, Request
 
 MAX_PAYLOAD = 64 * 1024
@@ -54,6 +55,8 @@ def parse_request(payload: bytes, now: float | None = None) -> Request | Rejecti
         return Rejection(msg_id, detail, raw, to=to if isinstance(to, str) else None,
                          meta=meta if isinstance(meta, dict) else None)
 
+    if msg_id.startswith(CONFIRM_PREFIX):
+        return reject(f"id: the prefix {CONFIRM_PREFIX} is reserved for the engine's opt-out confirmations")
     if to is None:
         return reject("to: required field missing")
     if not isinstance(to, str) or not _TO.fullmatch(to):

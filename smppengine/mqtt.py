@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,6 +64,9 @@ class MqttLink:
         self.request_topic = f"$share/{share}/{self.prefix}/outbound" if share else f"{self.prefix}/outbound"
         self._stopping = False
         self.reconnects = 0
+        self.receive_maximum = 1000      # the broker's MQTT 5 Receive Maximum, read from its CONNACK
+        self._publish_props: Properties | None = (
+            Properties(PacketTypes.PUBLISH) if cfg.protocol == 5 else None)
 
     def _presence(self, state: str) -> bytes:
         import time
@@ -91,9 +94,17 @@ class MqttLink:
             clean_session=None if v5 else False,
             clean_start=False if v5 else 3,  # type: ignore[arg-type]
             properties=props, tls_params=tls_params, keepalive=30, logger=_paho_log,
-            max_inflight_messages=1000,
-        )
-        client._client.manual_ack_set(True)
+            max_inflight_messages=0,   # paho: unlimited, and no O(n) walk per PUBACK; the publisher keeps
+        )                              # itself within the broker's Receive Maximum instead
+        paho = client._client
+        paho.manual_ack_set(True)
+        aiomqtt_on_connect = paho.on_connect
+
+        def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+            self.receive_maximum = int(getattr(properties, "ReceiveMaximum", 0) or 1000)
+            aiomqtt_on_connect(c, userdata, flags, reason, properties)
+
+        paho.on_connect = on_connect
         return client
 
     async def run(self) -> None:
@@ -140,6 +151,42 @@ class MqttLink:
             raise aiomqtt.MqttError("not connected")
         await client.publish(topic, payload, qos=1, retain=retain, timeout=30)
 
+    async def publish_batch(self, items: Sequence[tuple[str, bytes]], timeout: float = 30.0) -> None:
+        """Publish many QoS 1 messages in order and return once the broker acknowledged every one.
+
+        One future for the whole batch instead of one aiomqtt call (an Event, a wait_for and a scan of
+        every pending call) per message: aiomqtt's PUBACK handler calls ``.set()`` on whatever is
+        registered for the mid, so a counter stands in for its Event.
+        """
+        client = self.client
+        if client is None:
+            raise aiomqtt.MqttError("not connected")
+        paho = client._client
+        pending = client._pending_publishes
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ack = _BatchAck(done)
+        mids: list[int] = []
+        for topic, payload in items:
+            info = paho.publish(topic, payload, 1, False, self._publish_props)
+            if info.rc != 0:
+                raise aiomqtt.MqttError(f"could not publish: rc {info.rc}")
+            if not info.is_published():
+                ack.remaining += 1
+                pending[info.mid] = ack  # type: ignore[assignment]
+                mids.append(info.mid)
+        if ack.remaining == 0:
+            return
+        gone = asyncio.ensure_future(self.disconnected.wait())
+        try:
+            finished, _ = await asyncio.wait({done, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if done not in finished:
+            for mid in mids:
+                if pending.get(mid) is ack:
+                    del pending[mid]
+            raise aiomqtt.MqttError("publish not acknowledged (disconnected or timed out)")
+
     async def stop(self) -> None:
         """Publish `offline` (retained), then disconnect."""
         self._stopping = True
@@ -151,5 +198,16 @@ class MqttLink:
                 log.warning("mqtt_offline_not_published", error=str(exc))
 
 
-def as_payload(obj: Any) -> bytes:
-    return orjson.dumps(obj)
+class _BatchAck:
+    """Counts the PUBACKs of one batch; aiomqtt calls ``set()`` once per acknowledged mid."""
+
+    __slots__ = ("remaining", "done")
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.remaining = 0
+        self.done = done
+
+    def set(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0 and not self.done.done():
+            self.done.set_result(None)

@@ -30,7 +30,7 @@ class Publisher:
                 last = 0          # unacknowledged events are published again after a reconnect
                 await self.link.connected.wait()
             ready.clear()
-            rows = await self.store.outbox_fetch(last, BATCH)
+            rows = await self.store.outbox_fetch(last, min(BATCH, self.link.receive_maximum))
             if not rows:
                 self.idle.set()
                 waiter = asyncio.ensure_future(ready.wait())
@@ -41,7 +41,7 @@ class Publisher:
                 continue
             self.idle.clear()
             try:
-                await asyncio.gather(*(self.link.publish(topic, payload) for _, topic, payload in rows))
+                await self.link.publish_batch([(topic, payload) for _, topic, payload in rows])
             except (aiomqtt.MqttError, TimeoutError) as exc:
                 log.warning("publish_failed", error=str(exc), pending=len(rows))
                 last = 0

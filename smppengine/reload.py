@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .config import Config, SmscConfig
 
 # SmscConfig fields that apply to a running client without rebinding.
-LIVE_SMSC_FIELDS = frozenset({"tps", "error_classes", "default_from"})
+LIVE_SMSC_FIELDS = frozenset({"tps", "error_classes", "default_from", "senders"})
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ class Router:
         self._smsc_names: tuple[str, ...] = tuple(dict.fromkeys(smsc_names))
         known = set(self._smsc_names)
         self._routes: list[tuple[str, str, tuple[str, ...]]] = []
+        self._configs: tuple[RouteConfig, ...] = tuple(routes)
         for i, route in enumerate(routes):
             targets = tuple(dict.fromkeys(route.smsc))
             unknown = [name for name in targets if name not in known]
@@ -51,10 +52,23 @@ class Router:
             if not self._smsc_names:
                 raise NoRoute("no smsc configured")
             return list(self._smsc_names)
+        return list(self._routes[self._best(to)][2])
+
+    def route_for(self, to: str, override: str | None = None) -> RouteConfig | None:
+        """The [[route]] entry that carries ``to`` (None with a named route, or when none matches)."""
+        if override is not None or not self._has_routes:
+            return None
+        try:
+            return self._configs[self._best(to)]
+        except NoRoute:
+            return None
+
+    def _best(self, to: str) -> int:
+        """Index of the winning route for ``to``. Raises NoRoute."""
         to_digits = _digits(to)
         best: tuple[int, int, int, int] | None = None
-        best_targets: tuple[str, ...] = ()
-        for index, (raw, digits, targets) in enumerate(self._routes):
+        best_index = -1
+        for index, (raw, digits, _targets) in enumerate(self._routes):
             as_written = to.startswith(raw)
             if raw == "+" and not as_written:
                 continue
@@ -62,7 +76,7 @@ class Router:
                 continue
             score = (len(digits), int(as_written), len(raw), -index)
             if best is None or score > best:
-                best, best_targets = score, targets
+                best, best_index = score, index
         if best is None:
             raise NoRoute(f"no route matches destination {to!r}")
-        return list(best_targets)
+        return best_index

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from .base import StoreError
+from .optouts import POSTGRES_V2, SQLITE_V2
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -179,8 +180,9 @@ CREATE TABLE counters (
 );
 """
 
-SQLITE: list[str] = [SQLITE_V1]
-POSTGRES: list[str] = [POSTGRES_V1]
+# step 2: the opt-out list (compliance, store/optouts.py)
+SQLITE: list[str] = [SQLITE_V1, SQLITE_V2]
+POSTGRES: list[str] = [POSTGRES_V1, POSTGRES_V2]
 
 
 class MigrationError(StoreError):

@@ -46,6 +46,7 @@ import orjson
 import structlog
 
 from .. import text
+from ..config import ComplianceConfig
 from ..model import (
     DELIVERED,
     ENROUTE,
@@ -61,6 +62,7 @@ from ..model import (
     iso,
 )
 from ..receipts import FINAL_STATE, Receipt, receipt_id_keys
+from . import optouts
 from .base import AcceptResult, Active, StoreError
 from .migrations import migrate_postgres
 from .sqlite import receipt_from_json, receipt_to_json
@@ -442,12 +444,14 @@ class PostgresStore:
         return "matched"
 
     async def mo(self, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
-                 concat: tuple[int, int, int] | None, default_alphabet: str) -> dict[str, Any] | None:
+                 concat: tuple[int, int, int] | None, default_alphabet: str,
+                 optout: ComplianceConfig | None = None) -> dict[str, Any] | None:
         """Store an MO (or one part of it). Returns the published message once complete, else None."""
-        return await self._call(self._mo, smsc, source, dest, data, data_coding, concat, default_alphabet)
+        return await self._call(self._mo, smsc, source, dest, data, data_coding, concat, default_alphabet, optout)
 
     async def _mo(self, c: Conn, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
-                  concat: tuple[int, int, int] | None, default_alphabet: str) -> dict[str, Any] | None:
+                  concat: tuple[int, int, int] | None, default_alphabet: str,
+                  optout: ComplianceConfig | None = None) -> dict[str, Any] | None:
         now = time.time()
         if concat is not None:
             ref, total, seq = concat
@@ -467,11 +471,26 @@ class PostgresStore:
             data = b"".join(bytes(r[1]) for r in got)
         msg = {"id": str(uuid.uuid4()), "from": source, "to": dest,
                "text": text.decode(data, data_coding, default_alphabet), "smsc": smsc, "received_at": iso(now)}
+        if optout is not None:
+            await optouts.mo_pg(c, msg, optout, now)
         await c.execute("INSERT INTO outbox(topic, payload) VALUES ($1, $2)", f"{self.prefix}/inbound",
                         orjson.dumps(msg))
         await self._bump(c, "mo_received")
         self._outbox_added = True
         return msg
+
+    # ---------------------------------------------------------------- opt-out list (store/optouts.py)
+    async def optout_snapshot(self, known: int | None) -> optouts.Snapshot:
+        return await self._call(optouts.snapshot_pg, known)
+
+    async def optout_list(self) -> list[optouts.OptOut]:
+        return await optouts.list_pg(self._read())
+
+    async def optout_add(self, rows: list[optouts.OptOut]) -> int:
+        return await self._call(optouts.add_pg, rows)
+
+    async def optout_remove(self, keys: list[tuple[str, str]]) -> int:
+        return await self._call(optouts.remove_pg, keys)
 
     async def outbox_fetch(self, after: int, limit: int) -> list[tuple[int, str, bytes]]:
         rows = await self._read().fetch("SELECT seq, topic, payload FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2",

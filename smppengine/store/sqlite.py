@@ -23,6 +23,7 @@ import orjson
 import structlog
 
 from .. import text
+from ..config import ComplianceConfig
 from ..model import (
     DELIVERED,
     ENROUTE,
@@ -38,6 +39,7 @@ from ..model import (
     iso,
 )
 from ..receipts import FINAL_STATE, Receipt, receipt_id_keys
+from . import optouts
 from .base import AcceptResult, Active, StoreError
 from .migrations import SQLITE_V1, migrate_sqlite
 
@@ -61,6 +63,7 @@ class SqliteStore:
         self._writer: asyncio.Task[None] | None = None
         self._outbox_added = False
         self.failed = False   # the last commit failed: the engine stops acknowledging
+        self._held = 0        # held receipts (an upper bound): lets part_submitted skip the lookup when none
 
     # ---------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -69,6 +72,8 @@ class SqliteStore:
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
         await migrate_sqlite(self._db)
+        held = await self._db.execute_fetchall("SELECT COUNT(DISTINCT uid) FROM held_receipts")
+        self._held = int(list(held)[0][0])
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
         self.outbox_ready.set()
 
@@ -159,7 +164,7 @@ class SqliteStore:
             req = orjson.loads(row[1])
             ids = [r[0] for r in c.execute(
                 "SELECT smsc_message_id FROM parts WHERE msg_id=? AND smsc_message_id IS NOT NULL ORDER BY idx",
-                (msg_id,))]
+                (msg_id,))] if row[5] else []
             event: dict[str, Any] = {
                 "id": msg_id, "state": state, "at": iso(now), "to": req["to"], "smsc": row[4],
                 "parts": row[5], "attempt": row[6], "smsc_message_ids": ids, "error": err, "meta": req.get("meta"),
@@ -180,10 +185,13 @@ class SqliteStore:
             "SELECT id, req, state, final, smsc, parts, attempt FROM messages WHERE id=?", (msg_id,)).fetchone()
 
     def _set_state(self, c: sqlite3.Connection, msg_id: str, state: str, final: bool,
-                   err: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
+                   err: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                   row: tuple[Any, ...] | None = None) -> None:
+        """Change the state and emit its event; ``row`` (from :meth:`_row`, read in this transaction) saves
+        reading it again: only state/final change here, and the event does not use them."""
         c.execute("UPDATE messages SET state=?, final=?, error=?, updated_at=? WHERE id=?",
                   (state, int(final), orjson.dumps(err) if err else None, time.time(), msg_id))
-        self._emit(c, self._row(c, msg_id), msg_id, state, err, extra)
+        self._emit(c, row if row is not None else self._row(c, msg_id), msg_id, state, err, extra)
 
     def _bump(self, c: sqlite3.Connection, name: str, by: int = 1) -> None:
         c.execute("INSERT INTO counters(name, value) VALUES (?, ?) "
@@ -239,22 +247,26 @@ class SqliteStore:
 
     def _part_submitted(self, c: sqlite3.Connection, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
         now = time.time()
-        prev = c.execute("SELECT smsc_message_id FROM parts WHERE msg_id=? AND idx=?", (msg_id, idx)).fetchone()
-        if prev is not None and prev[0] is not None:
+        cur = c.execute("UPDATE parts SET smsc_message_id=?, state=CASE WHEN state='pending' THEN 'submitted' "
+                        "ELSE state END, submitted_at=? WHERE msg_id=? AND idx=? AND smsc_message_id IS NULL",
+                        (smsc_id, now, msg_id, idx))
+        if cur.rowcount == 0:       # this part already had an OK resp committed: it was sent twice
             self._bump(c, "resubmits_after_ok")
-        c.execute("UPDATE parts SET smsc_message_id=?, state=CASE WHEN state='pending' THEN 'submitted' ELSE state END,"
-                  " submitted_at=? WHERE msg_id=? AND idx=?", (smsc_id, now, msg_id, idx))
+            c.execute("UPDATE parts SET smsc_message_id=?, submitted_at=? WHERE msg_id=? AND idx=?",
+                      (smsc_id, now, msg_id, idx))
         keys = receipt_id_keys(smsc_id)
         c.executemany("INSERT OR IGNORE INTO part_keys(smsc, key, msg_id, idx) VALUES (?,?,?,?)",
                       [(smsc, k, msg_id, idx) for k in keys])
         row = self._row(c, msg_id)
         if row is None:
             return
-        pending = c.execute("SELECT COUNT(*) FROM parts WHERE msg_id=? AND smsc_message_id IS NULL",
-                            (msg_id,)).fetchone()[0]
+        pending = 0 if row[5] <= 1 else c.execute(
+            "SELECT COUNT(*) FROM parts WHERE msg_id=? AND smsc_message_id IS NULL", (msg_id,)).fetchone()[0]
         if pending == 0 and not row[3] and row[2] not in (SUBMITTED, ENROUTE):
             dlr = orjson.loads(row[1]).get("dlr", True)
-            self._set_state(c, msg_id, SUBMITTED, final=not dlr)
+            self._set_state(c, msg_id, SUBMITTED, final=not dlr, row=row)
+        if not self._held:
+            return
         # receipts that arrived before this resp was stored
         marks = ",".join("?" * len(keys))
         # oldest first: an ENROUTE then a DELIVRD held for one part must apply in that order
@@ -262,6 +274,7 @@ class SqliteStore:
                          " GROUP BY uid, receipt ORDER BY MIN(rowid)", (smsc, *keys)).fetchall()
         for uid, blob in held:
             c.execute("DELETE FROM held_receipts WHERE uid=?", (uid,))
+            self._held = max(0, self._held - 1)
             self._apply_receipt(c, msg_id, idx, receipt_from_json(orjson.loads(blob)))
 
     async def retrying(self, msg_id: str, next_at: float, error: dict[str, Any]) -> None:
@@ -299,11 +312,27 @@ class SqliteStore:
             now = time.time()
             c.executemany("INSERT INTO held_receipts(uid, smsc, key, receipt, at) VALUES (?,?,?,?,?)",
                           [(uid, smsc, k, blob, now) for k in keys])
+            self._held += 1
             self._bump(c, "receipts_held")
             return "held"
-        rows.sort(key=lambda r: (not r[0].startswith("s:"),))
-        _, msg_id, idx = rows[0]
+        _, msg_id, idx = self._best_match(c, rows)
         return self._apply_receipt(c, msg_id, idx, receipt)
+
+    @staticmethod
+    def _best_match(c: sqlite3.Connection, rows: list[tuple[str, str, int]]) -> tuple[str, str, int]:
+        """Several parts share a key (a decimal id read as hex equals another id): an exact ("s:") match
+        wins; then a message still waiting for receipts; then the most recently submitted part."""
+        exact = [r for r in rows if r[0].startswith("s:")]
+        cands = exact or rows
+        if len({(m, i) for _, m, i in cands}) == 1:
+            return cands[0]
+
+        def score(r: tuple[str, str, int]) -> tuple[int, float]:
+            f = c.execute("SELECT m.final, p.submitted_at FROM messages m JOIN parts p ON p.msg_id = m.id "
+                          "AND p.idx = ? WHERE m.id = ?", (r[2], r[1])).fetchone()
+            return (1, 0.0) if f is None else (int(f[0]), -(f[1] or 0.0))
+
+        return min(cands, key=score)
 
     def _apply_receipt(self, c: sqlite3.Connection, msg_id: str, idx: int, receipt: Receipt) -> str:
         outcome = FINAL_STATE.get(receipt.stat, UNDELIVERED)
@@ -327,12 +356,15 @@ class SqliteStore:
         return "matched"
 
     async def mo(self, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
-                 concat: tuple[int, int, int] | None, default_alphabet: str) -> dict[str, Any] | None:
-        """Store an MO (or one part of it). Returns the published message once complete, else None."""
-        return await self._call(self._mo, smsc, source, dest, data, data_coding, concat, default_alphabet)
+                 concat: tuple[int, int, int] | None, default_alphabet: str,
+                 optout: ComplianceConfig | None = None) -> dict[str, Any] | None:
+        """Store an MO (or one part of it). Returns the published message once complete, else None.
+        With ``optout`` rules, an opt-out/opt-in keyword changes the opt-out list in the same commit."""
+        return await self._call(self._mo, smsc, source, dest, data, data_coding, concat, default_alphabet, optout)
 
     def _mo(self, c: sqlite3.Connection, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
-            concat: tuple[int, int, int] | None, default_alphabet: str) -> dict[str, Any] | None:
+            concat: tuple[int, int, int] | None, default_alphabet: str,
+            optout: ComplianceConfig | None = None) -> dict[str, Any] | None:
         now = time.time()
         if concat is not None:
             ref, total, seq = concat
@@ -348,10 +380,25 @@ class SqliteStore:
             data = b"".join(d for _, d in got)
         msg = {"id": str(uuid.uuid4()), "from": source, "to": dest,
                "text": text.decode(data, data_coding, default_alphabet), "smsc": smsc, "received_at": iso(now)}
+        if optout is not None:
+            optouts.mo_sqlite(c, msg, optout, now)
         c.execute("INSERT INTO outbox(topic, payload) VALUES (?,?)", (f"{self.prefix}/inbound", orjson.dumps(msg)))
         self._bump(c, "mo_received")
         self._outbox_added = True
         return msg
+
+    # ---------------------------------------------------------------- opt-out list (store/optouts.py)
+    async def optout_snapshot(self, known: int | None) -> optouts.Snapshot:
+        return await self._call(optouts.snapshot_sqlite, known)
+
+    async def optout_list(self) -> list[optouts.OptOut]:
+        return await self._call(optouts.list_sqlite)
+
+    async def optout_add(self, rows: list[optouts.OptOut]) -> int:
+        return await self._call(optouts.add_sqlite, rows)
+
+    async def optout_remove(self, keys: list[tuple[str, str]]) -> int:
+        return await self._call(optouts.remove_sqlite, keys)
 
     async def outbox_fetch(self, after: int, limit: int) -> list[tuple[int, str, bytes]]:
         assert self._db is not None
