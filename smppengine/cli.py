@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--config", help="config file (for engine.store)")
         c.add_argument("--store", help="store path (overrides the config)")
         c.add_argument("--json", action="store_true")
+    from .optout_cli import add_parser as add_optout_parser
+
+    add_optout_parser(sub)
     return p
 
 
@@ -96,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sim(args)
         if args.cmd == "send":
             return asyncio.run(_send(args))
+        if args.cmd == "optout":
+            from .optout_cli import run as run_optout
+
+            return asyncio.run(run_optout(args))
         if args.cmd in ("trace", "stats"):
             return asyncio.run(_inspect(args))
     except ConfigError as exc:
@@ -314,6 +321,7 @@ async def _inspect(args: argparse.Namespace) -> int:
     from .store import open_store
 
     path = args.store or (load_config(args.config).engine.store if args.config else "smppengine.db")
+    logs.configure("warning", "auto")   # stdout is this command's output: no info lines (e.g. store_migrated)
     store = open_store(path, "sms")
     await store.open()
     try:

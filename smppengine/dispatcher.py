@@ -46,6 +46,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self.refs = text.ConcatRefs()
+        self._drained = asyncio.Event()
         self.active = 0
         self.submitted_ok = 0
         self.metrics: Metrics | None = None       # set by the engine
@@ -54,6 +55,12 @@ class Dispatcher:
     @property
     def backlog(self) -> int:
         return self._queue.qsize() + self.active + len(self._timers)
+
+    async def below(self, level: int) -> None:
+        """Return once the backlog has fallen under ``level`` (checked whenever a message finishes)."""
+        while self.backlog >= level:
+            self._drained.clear()
+            await self._drained.wait()
 
     def enqueue(self, item: Active, delay: float = 0.0) -> None:
         if delay <= 0:
@@ -80,6 +87,7 @@ class Dispatcher:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slots.release()
+        self._drained.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("dispatch_crashed", error=repr(task.exception()))
 

@@ -29,6 +29,10 @@ from .store import Active, Store, StoreError, open_store
 
 log = structlog.get_logger(__name__)
 
+# Messages the dispatcher holds in memory (queued, in flight, waiting for a retry) before the engine stops
+# taking new requests from the broker: bounds memory under a standing backlog (about 2 KB each).
+BACKLOG_HIGH_WATER = 20_000
+
 
 class Engine:
     def __init__(self, config: Config) -> None:
@@ -51,6 +55,7 @@ class Engine:
         self._intake: list[tuple[Request | Rejection, Incoming]] = []
         self._intake_wake = asyncio.Event()
         self._accepting = True
+        self._backpressure = False
         self._tasks: list[asyncio.Task[Any]] = []
         self.ready = asyncio.Event()
         self.counters: dict[str, int] = {"requests": 0, "duplicates": 0, "receipts": 0, "receipts_held": 0,
@@ -128,6 +133,15 @@ class Engine:
             await self._intake_wake.wait()
             self._intake_wake.clear()
             default_ttl = self.config.engine.default_ttl       # read per batch: a reload may change it
+            if self.dispatcher.backlog >= BACKLOG_HIGH_WATER:
+                # backpressure: leave requests unacknowledged, so the broker (not this process) holds the
+                # backlog; it stops sending once its in-flight window for us is full
+                if not self._backpressure:
+                    self._backpressure = True
+                    log.warning("intake_paused", backlog=self.dispatcher.backlog, high_water=BACKLOG_HIGH_WATER)
+                await self.dispatcher.below(BACKLOG_HIGH_WATER // 2)
+                log.info("intake_resumed", backlog=self.dispatcher.backlog)
+                self._backpressure = False
             batch, self._intake = self._intake, []
             if not batch:
                 continue

@@ -385,7 +385,7 @@ def test_example_toml_shows_every_key() -> None:
 
     data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     defaults = Config()
-    for section in ("engine", "mqtt", "http", "log", "retry"):
+    for section in ("engine", "mqtt", "http", "log", "retry", "compliance"):
         expected = {f.name for f in dataclasses.fields(getattr(defaults, section))} - {"embedded"}
         assert set(data[section]) == expected, section
     smsc_fields = {f.name for f in dataclasses.fields(load_config(EXAMPLE).smsc[0])}

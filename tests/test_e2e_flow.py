@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from smppengine.broker import Mosquitto
 from smppengine.simulator import Simulator
 from smppengine.smpp import pdu as P
@@ -138,3 +140,33 @@ async def test_failover_and_return(tmp_path: Path, broker: Mosquitto) -> None:
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_backlog_over_high_water_stays_in_the_broker(
+        tmp_path: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    import smppengine.engine
+
+    monkeypatch.setattr(smppengine.engine, "BACKLOG_HIGH_WATER", 50)
+    sim = Simulator(credentials={"acme": "secret"})
+    await sim.start()
+    port = sim.port
+    await sim.stop()                                   # the SMSC is down: nothing drains
+    try:
+        cfg = make_config(str(tmp_path / "e.db"), broker.url, [smsc("a", port)])
+        first = [f"h{i}" for i in range(40)]
+        rest = [f"r{i}" for i in range(300)]
+        async with Watcher(broker.url) as w, running_engine(cfg) as engine:
+            for i in first:
+                await w.publish({"id": i, "to": "+447700900123", "text": f"hw {i}"})
+            await w.wait(lambda: all(w.states(i) for i in first), what="first 40 queued")
+            for i in rest:
+                await w.publish({"id": i, "to": "+447700900123", "text": f"hw {i}"})
+            # over the high-water mark: received but neither committed nor acknowledged, the broker owns them
+            await eventually(lambda: engine._backpressure and len(engine._intake) > 0, what="intake paused")
+            assert sum(1 for i in rest if w.states(i)) < len(rest)
+            sim = Simulator("127.0.0.1", port, credentials={"acme": "secret"})
+            await sim.start()
+            await w.wait_final(first + rest, timeout=60)
+        assert all([e["state"] for e in w.final(i)] == ["delivered"] for i in first + rest)
+    finally:
+        await sim.stop()
