@@ -8,6 +8,7 @@ behave unlike production. Mosquitto is one `apt-get install mosquitto` away and 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import shutil
 import socket
 import tempfile
@@ -46,6 +47,9 @@ class Mosquitto:
     def _write_config(self) -> Path:
         conf = self.dir / "mosquitto.conf"
         lines = [
+            # started as root, mosquitto switches to the "mosquitto" user, which cannot reach a private
+            # temp directory (persistence, log): stay the user we are
+            f"user {getpass.getuser()}",
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             f"persistence {'true' if self.persistence else 'false'}",

@@ -109,6 +109,8 @@ class SmscConfig:
     default_from: str = ""
     concat: str = "udh"                # udh, udh16, sar, payload
     tls: bool = False
+    tls_ca_file: str = ""              # CA bundle to verify the SMSC's certificate ("" = the system's)
+    tls_verify: bool = True            # false: encrypt without checking the certificate (test SMSCs only)
     default_alphabet: str = "gsm"      # decoding of data_coding 0 on MO: gsm, ascii, latin1
     # per-SMSC overrides of the error class table: command_status -> "transient" | "permanent"
     error_classes: dict[int, str] = field(default_factory=dict)
@@ -457,6 +459,8 @@ def _parse_smsc(file: str, index: int, data: Any) -> SmscConfig:
         default_from=default_from,
         concat=t.get_choice("concat", d.concat, CONCAT_MODES),
         tls=t.get_bool("tls", d.tls),
+        tls_ca_file=t.get_str("tls_ca_file", d.tls_ca_file),
+        tls_verify=t.get_bool("tls_verify", d.tls_verify),
         default_alphabet=t.get_choice("default_alphabet", d.default_alphabet, ALPHABETS),
         error_classes=_parse_error_classes(t, error_classes),
         senders=_parse_senders(t),

@@ -310,6 +310,7 @@ class Simulator:
         receipt_retry_s: float = 5.0,
         record_submits: bool = True,
         first_message_id: int | None = None,
+        ssl: Any = None,
     ) -> None:
         if id_format not in _ID_FORMATS:
             raise ValueError(f"id_format must be 'hex' or 'dec', not {id_format!r}")
@@ -317,6 +318,7 @@ class Simulator:
             raise ValueError(f"receipt_id_format must be 'same', 'hex' or 'dec', not {receipt_id_format!r}")
         self._check_stat(receipt_stat)
         self.host = host
+        self._ssl = ssl                      # an ssl.SSLContext: SMPP over TLS
         self.port = port
         self.name = name
         self.credentials = dict(credentials) if credentials is not None else None
@@ -379,7 +381,7 @@ class Simulator:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, limit=2**20)
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, limit=2**20, ssl=self._ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         self._ticker = asyncio.create_task(self._enquire_loop())
         self._log.info("sim_listening", host=self.host, port=self.port)

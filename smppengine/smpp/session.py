@@ -43,6 +43,15 @@ class BindFailed(Exception):
 DeliverHandler = Callable[["Session", P.Pdu], Awaitable[int]]
 
 
+def tls_context(smsc: SmscConfig) -> ssl.SSLContext:
+    """TLS towards an SMSC: the system's CAs or ``tls_ca_file``; ``tls_verify = false`` skips the check."""
+    ctx = ssl.create_default_context(cafile=smsc.tls_ca_file or None)
+    if not smsc.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class Session:
     def __init__(self, smsc: SmscConfig, session_id: str, mode: str, on_deliver: DeliverHandler | None,
                  on_change: Callable[[], None] | None = None) -> None:
@@ -92,7 +101,7 @@ class Session:
     async def open(self) -> None:
         """Connect and bind; raises BindFailed, OSError or ResponseTimeout."""
         s = self.smsc
-        ctx = ssl.create_default_context() if s.tls else None
+        ctx = tls_context(s) if s.tls else None
         self._reader, self._writer = await asyncio.wait_for(
             asyncio.open_connection(s.host, s.port, ssl=ctx), timeout=s.response_timeout_s)
         self._spawn(self._read_loop())
