@@ -9,7 +9,7 @@ import pytest
 from smppengine.broker import Mosquitto
 from smppengine.simulator import Simulator
 
-from .helpers import Watcher, make_config, running_engine, smsc, wait_bound
+from .helpers import Watcher, eventually, make_config, running_engine, smsc, wait_bound
 
 
 async def test_contract_example_is_delivered(tmp_path: Path, broker: Mosquitto, sim: Simulator) -> None:
@@ -137,3 +137,37 @@ async def test_long_texts_arrive_byte_exact_with_each_concat_method(
             got = "".join(text.decode(b, recs[0].data_coding) for _, b in sorted(infos, key=lambda x: x[0].seq))
         assert got == body, (concat, msg_id)
         assert w.final(msg_id)[0]["parts"] == len(recs)
+
+
+async def test_shared_subscription_splits_one_stream(tmp_path: Path, broker: Mosquitto) -> None:
+    sim = Simulator(credentials={"acme": "secret", "acme2": "secret"})
+    await sim.start()
+    try:
+        cfgs = [make_config(str(tmp_path / f"e{i}.db"), broker.url, [smsc("a", sim.port, system_id=sid)],
+                            mqtt={"share_group": "smppengine"})
+                for i, sid in enumerate(("acme", "acme2"))]
+        ids = [f"s{i}" for i in range(200)]
+        async with Watcher(broker.url) as w, running_engine(cfgs[0]) as e1, running_engine(cfgs[1]) as e2:
+            await wait_bound(e1)
+            await wait_bound(e2)
+            assert e1.link.request_topic == "$share/smppengine/sms/outbound"
+            for i in ids:
+                await w.publish({"id": i, "to": "+447700900123", "text": f"shared {i}"})
+            await w.wait_final(ids)
+            assert all([e["state"] for e in w.final(i)] == ["delivered"] for i in ids)
+            assert len(sim.ok_submits()) == len(ids)                          # each request sent once
+            assert e1.counters["requests"] > 0 and e2.counters["requests"] > 0    # both took a share
+            assert e1.counters["requests"] + e2.counters["requests"] == len(ids)
+    finally:
+        await sim.stop()
+
+
+async def test_unbind_from_the_smsc_is_survived(tmp_path: Path, broker: Mosquitto, sim: Simulator) -> None:
+    cfg = make_config(str(tmp_path / "e.db"), broker.url, [smsc("a", sim.port)])
+    async with Watcher(broker.url) as w, running_engine(cfg) as engine:
+        await wait_bound(engine)
+        await sim.unbind_all()
+        await eventually(lambda: engine.clients["a"].reconnects >= 1, what="rebound after unbind")
+        await w.publish({"id": "after-unbind", "to": "+447700900123", "text": "still works"})
+        await w.wait_final(["after-unbind"])
+        assert w.states("after-unbind")[-1] == "delivered"
