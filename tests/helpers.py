@@ -109,29 +109,36 @@ class Watcher:
 
     async def _run(self) -> None:
         while True:
+            client = aiomqtt.Client(self.host, self.port, identifier=self.client_id,
+                                    clean_session=not self.persistent)
             try:
-                async with aiomqtt.Client(self.host, self.port, identifier=self.client_id,
-                                          clean_session=not self.persistent) as client:
+                async with client:
                     self.client = client
                     await client.subscribe(f"{self.prefix}/status/#", qos=1)
                     await client.subscribe(f"{self.prefix}/inbound", qos=1)
                     await client.subscribe(f"{self.prefix}/engine/+", qos=1)
                     self._ready.set()
                     async for m in client.messages:
-                        payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
-                        doc = orjson.loads(payload)
-                        topic = str(m.topic)
-                        if topic.endswith("/inbound"):
-                            self.inbound.append(doc)
-                        elif "/engine/" in topic:
-                            self.presence[topic.rsplit("/", 1)[1]] = doc
-                        else:
-                            self.events[doc.get("id")].append(doc)
-                        self._changed.set()
+                        self._record(m)
             except aiomqtt.MqttError:
+                # paho acknowledged what sits in aiomqtt's queue already: record it before dropping the client
+                while not client._queue.empty():
+                    self._record(client._queue.get_nowait())
                 self.client = None
                 self.reconnects += 1
                 await asyncio.sleep(0.1)
+
+    def _record(self, m: aiomqtt.Message) -> None:
+        payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+        doc = orjson.loads(payload)
+        topic = str(m.topic)
+        if topic.endswith("/inbound"):
+            self.inbound.append(doc)
+        elif "/engine/" in topic:
+            self.presence[topic.rsplit("/", 1)[1]] = doc
+        else:
+            self.events[doc.get("id")].append(doc)
+        self._changed.set()
 
     async def publish(self, payload: bytes | dict[str, Any]) -> None:
         assert self.client is not None

@@ -439,7 +439,8 @@ class PostgresStore:
             await self._set_state(c, msg_id, EXPIRED, True, err)
         elif states and all(s == "delivered" for s in states):
             await self._set_state(c, msg_id, DELIVERED, True, None)
-        elif outcome == ENROUTE:
+        elif outcome == ENROUTE and row[2] in (SUBMITTED, ENROUTE):
+            # intermediate receipts only after `submitted`: the contract's order of a life
             await self._set_state(c, msg_id, ENROUTE, False, None)
         return "matched"
 

@@ -351,7 +351,8 @@ class SqliteStore:
             self._set_state(c, msg_id, EXPIRED, True, err)
         elif states and all(s == "delivered" for s in states):
             self._set_state(c, msg_id, DELIVERED, True, None)
-        elif outcome == ENROUTE:
+        elif outcome == ENROUTE and row[2] in (SUBMITTED, ENROUTE):
+            # intermediate receipts only after `submitted`: the contract's order of a life
             self._set_state(c, msg_id, ENROUTE, False, None)
         return "matched"
 
