@@ -29,8 +29,9 @@ async def test_sigterm_mid_traffic_exits_0_unbinds_goes_offline_and_loses_nothin
     await engine.start()
     ids = [f"t{i}" for i in range(40)]
     try:
+        await engine.wait_log("engine_ready")       # subscribed: the broker keeps requests for it from now on
         await engine.wait_log("session_bound")
-        async with Watcher(broker.url) as w:
+        async with Watcher(broker.url, persistent=True) as w:
             sim.set_receipt(delay=0.5)
             sim.set_response_delay(0.2)              # submits are in flight when the signal comes
             for i in ids:
@@ -45,7 +46,11 @@ async def test_sigterm_mid_traffic_exits_0_unbinds_goes_offline_and_loses_nothin
             # whatever was accepted, or still sits unacknowledged at the broker, ends after a restart
             sim.set_response_delay(0)
             await engine.start()
-            await w.wait_final(ids, timeout=40)
+            try:
+                await w.wait_final(ids, timeout=40)
+            except AssertionError:
+                missing = {i: w.states(i) for i in ids if not w.final(i)}
+                raise AssertionError(f"watcher reconnects {w.reconnects}; no final state: {missing}") from None
             for i in ids:
                 assert [e["state"] for e in w.final(i)] == ["delivered"], (i, w.states(i))
             assert len({r.destination_addr + r.short_message.decode() for r in sim.ok_submits()}) == len(ids)
