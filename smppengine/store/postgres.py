@@ -48,28 +48,24 @@ import structlog
 from .. import text
 from ..config import ComplianceConfig
 from ..model import (
-    DELIVERED,
     ENROUTE,
-    EXPIRED,
     QUEUED,
     REJECTED,
     RETRYING,
     SUBMITTED,
-    UNDELIVERED,
     Rejection,
     Request,
     error,
     iso,
 )
-from ..receipts import FINAL_STATE, Receipt, receipt_id_keys
+from ..receipts import Receipt, receipt_id_keys
 from . import optouts
 from .base import AcceptResult, Active, StoreError
 from .migrations import migrate_postgres
-from .sqlite import receipt_from_json, receipt_to_json
+from .states import after_receipt, best_match, part_state, receipt_from_json, receipt_to_json, status_event
 
 log = structlog.get_logger(__name__)
 
-_PART_STATE = {"delivered": "delivered", "undelivered": "undelivered", "expired": "expired", "enroute": "enroute"}
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 Conn = asyncpg.Connection
@@ -253,16 +249,10 @@ class PostgresStore:
         """Record a status event and queue it for publishing, in the caller's transaction."""
         now = time.time()
         if row is not None:
-            req = orjson.loads(row[1])
-            event: dict[str, Any] = {
-                "id": msg_id, "state": state, "at": iso(now), "to": req["to"], "smsc": row[4],
-                "parts": row[5], "attempt": row[6], "smsc_message_ids": list(row[7]), "error": err,
-                "meta": req.get("meta"),
-            }
+            event = status_event(msg_id, state, now, orjson.loads(row[1]), row[4], row[5], row[6], list(row[7]),
+                                 err, extra)
         else:
-            event = {"id": msg_id, "state": state, "at": iso(now), "error": err}
-        if extra:
-            event.update(extra)
+            event = status_event(msg_id, state, now, None, None, 0, 0, [], err, extra)
         payload = orjson.dumps(event)
         topic = f"{self.prefix}/status/{msg_id if msg_id is not None else '_invalid'}"
         await c.execute(_EMIT, msg_id, state, now, payload, topic)
@@ -418,30 +408,28 @@ class PostgresStore:
                             uuid.uuid4().hex, smsc, keys, blob, time.time())
             await self._bump(c, "receipts_held")
             return "held"
-        ordered = sorted(rows, key=lambda r: (not r[0].startswith("s:"),))
-        _, msg_id, idx = ordered[0]
+        if len({(m, i) for _, m, i in rows}) == 1:
+            _, msg_id, idx = rows[0]
+        else:
+            cands = []
+            for k, m, i in rows:
+                f = await c.fetchrow("SELECT m.final, p.submitted_at FROM messages m JOIN parts p ON "
+                                     "p.msg_id = m.id AND p.idx = $1 WHERE m.id = $2", i, m)
+                cands.append((k, m, i, int(f[0]) if f else 1, f[1] if f else 0.0))
+            msg_id, idx = best_match(cands)
         return await self._apply_receipt(c, msg_id, idx, receipt)
 
     async def _apply_receipt(self, c: Conn, msg_id: str, idx: int, receipt: Receipt) -> str:
-        outcome = FINAL_STATE.get(receipt.stat, UNDELIVERED)
         await c.execute("UPDATE parts SET state=$1, stat=$2, receipt_at=$3 WHERE msg_id=$4 AND idx=$5",
-                        _PART_STATE.get(outcome, "undelivered"), receipt.stat, time.time(), msg_id, idx)
+                        part_state(receipt), receipt.stat, time.time(), msg_id, idx)
         row = await self._row(c, msg_id)
         if row is None or row[3]:
             await self._bump(c, "receipts_late")
             return "late"
         states = [r[0] for r in await c.fetch("SELECT state FROM parts WHERE msg_id=$1", msg_id)]
-        err = None if outcome in (DELIVERED, ENROUTE) else error(
-            receipt.stat, None, f"receipt stat:{receipt.stat} err:{receipt.err or ''}".strip())
-        if "undelivered" in states:
-            await self._set_state(c, msg_id, UNDELIVERED, True, err)
-        elif "expired" in states:
-            await self._set_state(c, msg_id, EXPIRED, True, err)
-        elif states and all(s == "delivered" for s in states):
-            await self._set_state(c, msg_id, DELIVERED, True, None)
-        elif outcome == ENROUTE and row[2] in (SUBMITTED, ENROUTE):
-            # intermediate receipts only after `submitted`: the contract's order of a life
-            await self._set_state(c, msg_id, ENROUTE, False, None)
+        change = after_receipt(states, receipt, row[2])
+        if change is not None:
+            await self._set_state(c, msg_id, *change)
         return "matched"
 
     async def mo(self, smsc: str, source: str, dest: str, data: bytes, data_coding: int,

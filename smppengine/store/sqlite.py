@@ -25,29 +25,26 @@ import structlog
 from .. import text
 from ..config import ComplianceConfig
 from ..model import (
-    DELIVERED,
     ENROUTE,
-    EXPIRED,
     QUEUED,
     REJECTED,
     RETRYING,
     SUBMITTED,
-    UNDELIVERED,
     Rejection,
     Request,
     error,
     iso,
 )
-from ..receipts import FINAL_STATE, Receipt, receipt_id_keys
+from ..receipts import Receipt, receipt_id_keys
 from . import optouts
 from .base import AcceptResult, Active, StoreError
 from .migrations import SQLITE_V1, migrate_sqlite
+from .states import after_receipt, best_match, part_state, receipt_from_json, receipt_to_json, status_event
 
 log = structlog.get_logger(__name__)
 
 SCHEMA = SQLITE_V1   # the schema now lives in migrations.py (step 1); kept as a name for readers
 
-_PART_STATE = {"delivered": "delivered", "undelivered": "undelivered", "expired": "expired", "enroute": "enroute"}
 
 Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 
@@ -161,18 +158,12 @@ class SqliteStore:
         """Record a status event and queue it for publishing, in the caller's transaction."""
         now = time.time()
         if row is not None:
-            req = orjson.loads(row[1])
             ids = [r[0] for r in c.execute(
                 "SELECT smsc_message_id FROM parts WHERE msg_id=? AND smsc_message_id IS NOT NULL ORDER BY idx",
                 (msg_id,))] if row[5] else []
-            event: dict[str, Any] = {
-                "id": msg_id, "state": state, "at": iso(now), "to": req["to"], "smsc": row[4],
-                "parts": row[5], "attempt": row[6], "smsc_message_ids": ids, "error": err, "meta": req.get("meta"),
-            }
+            event = status_event(msg_id, state, now, orjson.loads(row[1]), row[4], row[5], row[6], ids, err, extra)
         else:
-            event = {"id": msg_id, "state": state, "at": iso(now), "error": err}
-        if extra:
-            event.update(extra)
+            event = status_event(msg_id, state, now, None, None, 0, 0, [], err, extra)
         payload = orjson.dumps(event)
         c.execute("INSERT INTO events(msg_id, state, at, payload) VALUES (?,?,?,?)", (msg_id, state, now, payload))
         topic = f"{self.prefix}/status/{msg_id if msg_id is not None else '_invalid'}"
@@ -315,45 +306,26 @@ class SqliteStore:
             self._held += 1
             self._bump(c, "receipts_held")
             return "held"
-        _, msg_id, idx = self._best_match(c, rows)
+        if len({(m, i) for _, m, i in rows}) == 1:
+            _, msg_id, idx = rows[0]
+        else:
+            msg_id, idx = best_match([
+                (k, m, i, *(c.execute("SELECT m.final, p.submitted_at FROM messages m JOIN parts p ON "
+                                      "p.msg_id = m.id AND p.idx = ? WHERE m.id = ?", (i, m)).fetchone() or (1, 0.0)))
+                for k, m, i in rows])
         return self._apply_receipt(c, msg_id, idx, receipt)
 
-    @staticmethod
-    def _best_match(c: sqlite3.Connection, rows: list[tuple[str, str, int]]) -> tuple[str, str, int]:
-        """Several parts share a key (a decimal id read as hex equals another id): an exact ("s:") match
-        wins; then a message still waiting for receipts; then the most recently submitted part."""
-        exact = [r for r in rows if r[0].startswith("s:")]
-        cands = exact or rows
-        if len({(m, i) for _, m, i in cands}) == 1:
-            return cands[0]
-
-        def score(r: tuple[str, str, int]) -> tuple[int, float]:
-            f = c.execute("SELECT m.final, p.submitted_at FROM messages m JOIN parts p ON p.msg_id = m.id "
-                          "AND p.idx = ? WHERE m.id = ?", (r[2], r[1])).fetchone()
-            return (1, 0.0) if f is None else (int(f[0]), -(f[1] or 0.0))
-
-        return min(cands, key=score)
-
     def _apply_receipt(self, c: sqlite3.Connection, msg_id: str, idx: int, receipt: Receipt) -> str:
-        outcome = FINAL_STATE.get(receipt.stat, UNDELIVERED)
         c.execute("UPDATE parts SET state=?, stat=?, receipt_at=? WHERE msg_id=? AND idx=?",
-                  (_PART_STATE.get(outcome, "undelivered"), receipt.stat, time.time(), msg_id, idx))
+                  (part_state(receipt), receipt.stat, time.time(), msg_id, idx))
         row = self._row(c, msg_id)
         if row is None or row[3]:
             self._bump(c, "receipts_late")
             return "late"
         states = [r[0] for r in c.execute("SELECT state FROM parts WHERE msg_id=?", (msg_id,))]
-        err = None if outcome in (DELIVERED, ENROUTE) else error(
-            receipt.stat, None, f"receipt stat:{receipt.stat} err:{receipt.err or ''}".strip())
-        if "undelivered" in states:
-            self._set_state(c, msg_id, UNDELIVERED, True, err)
-        elif "expired" in states:
-            self._set_state(c, msg_id, EXPIRED, True, err)
-        elif states and all(s == "delivered" for s in states):
-            self._set_state(c, msg_id, DELIVERED, True, None)
-        elif outcome == ENROUTE and row[2] in (SUBMITTED, ENROUTE):
-            # intermediate receipts only after `submitted`: the contract's order of a life
-            self._set_state(c, msg_id, ENROUTE, False, None)
+        change = after_receipt(states, receipt, row[2])
+        if change is not None:
+            self._set_state(c, msg_id, *change, row=row)
         return "matched"
 
     async def mo(self, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
@@ -472,16 +444,3 @@ class SqliteStore:
             "outbox": list(outbox)[0][0],
             "held_receipts": list(held)[0][0],
         }
-
-
-def receipt_to_json(r: Receipt) -> dict[str, Any]:
-    return {"message_id": r.message_id, "stat": r.stat, "err": r.err, "submit_date": r.submit_date,
-            "done_date": r.done_date, "text": r.text,
-            "network_error_code": r.network_error_code.hex() if r.network_error_code else None}
-
-
-def receipt_from_json(d: dict[str, Any]) -> Receipt:
-    nec = d.get("network_error_code")
-    return Receipt(message_id=d["message_id"], stat=d["stat"], err=d.get("err"), submit_date=d.get("submit_date"),
-                   done_date=d.get("done_date"), text=d.get("text"),
-                   network_error_code=bytes.fromhex(nec) if nec else None)

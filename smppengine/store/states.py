@@ -1,0 +1,82 @@
+"""The message state machine's decisions, shared by every store backend (pure: no I/O).
+
+Backends keep the rows; these functions say what the rows mean, so SQLite and
+PostgreSQL cannot drift apart on the rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import DELIVERED, ENROUTE, EXPIRED, SUBMITTED, UNDELIVERED, error, iso
+from ..receipts import FINAL_STATE, Receipt
+
+# a part's state after a receipt, by the receipt's contract outcome
+PART_STATE = {DELIVERED: "delivered", UNDELIVERED: "undelivered", EXPIRED: "expired", ENROUTE: "enroute"}
+
+
+def receipt_outcome(receipt: Receipt) -> str:
+    """The contract state a receipt stands for (unknown stats count as undelivered)."""
+    return FINAL_STATE.get(receipt.stat, UNDELIVERED)
+
+
+def part_state(receipt: Receipt) -> str:
+    return PART_STATE.get(receipt_outcome(receipt), "undelivered")
+
+
+def after_receipt(part_states: list[str], receipt: Receipt, current: str) -> tuple[str, bool, Any] | None:
+    """The message's next (state, final, error) once a receipt updated one part, or None for no change.
+
+    Any undelivered part makes the message undelivered, any expired part expired; it is delivered only
+    when every part is; an intermediate receipt (ENROUTE, ACCEPTD) shows only after `submitted`.
+    """
+    outcome = receipt_outcome(receipt)
+    err = None if outcome in (DELIVERED, ENROUTE) else error(
+        receipt.stat, None, f"receipt stat:{receipt.stat} err:{receipt.err or ''}".strip())
+    if "undelivered" in part_states:
+        return UNDELIVERED, True, err
+    if "expired" in part_states:
+        return EXPIRED, True, err
+    if part_states and all(s == "delivered" for s in part_states):
+        return DELIVERED, True, None
+    if outcome == ENROUTE and current in (SUBMITTED, ENROUTE):
+        return ENROUTE, False, None
+    return None
+
+
+def best_match(candidates: list[tuple[str, str, int, int, float | None]]) -> tuple[str, int]:
+    """Pick the part a receipt belongs to among (key, msg_id, idx, final, submitted_at) rows sharing a key
+    (a decimal id read as hex may equal another id): an exact ("s:") key match wins; then a message still
+    waiting for receipts; then the most recently submitted part."""
+    exact = [r for r in candidates if r[0].startswith("s:")]
+    rows = exact or candidates
+    best = min(rows, key=lambda r: (int(r[3]), -(r[4] or 0.0)))
+    return best[1], best[2]
+
+
+def status_event(msg_id: str | None, state: str, now: float, req: dict[str, Any] | None, smsc: str | None,
+                 parts: int, attempt: int, ids: list[str], err: Any, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The status event payload (contract §1.2); ``req`` None for a request with no usable id."""
+    if req is not None:
+        event: dict[str, Any] = {
+            "id": msg_id, "state": state, "at": iso(now), "to": req["to"], "smsc": smsc, "parts": parts,
+            "attempt": attempt, "smsc_message_ids": ids, "error": err, "meta": req.get("meta"),
+        }
+    else:
+        event = {"id": msg_id, "state": state, "at": iso(now), "error": err}
+    if extra:
+        event.update(extra)
+    return event
+
+
+def receipt_to_json(r: Receipt) -> dict[str, Any]:
+    return {"message_id": r.message_id, "stat": r.stat, "err": r.err, "submit_date": r.submit_date,
+            "done_date": r.done_date, "text": r.text,
+            "network_error_code": r.network_error_code.hex() if r.network_error_code else None}
+
+
+def receipt_from_json(d: dict[str, Any]) -> Receipt:
+    nec = d.get("network_error_code")
+    return Receipt(message_id=d["message_id"], stat=d["stat"], err=d.get("err"), submit_date=d.get("submit_date"),
+                   done_date=d.get("done_date"), text=d.get("text"),
+                   network_error_code=bytes.fromhex(nec) if nec else None)
