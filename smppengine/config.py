@@ -35,6 +35,9 @@ class EngineConfig:
     instance: str = "gw1"
     store: str = "smppengine.db"
     default_ttl: int = 86400
+    # several instances on one PostgreSQL store (docs/scaling.md):
+    instances: int = 1        # instances binding the same SMSC accounts: each uses tps / instances
+    lease_s: float = 30.0     # an instance silent this long is dead: others take its messages over
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,7 @@ _MAX_SYSTEM_TYPE = 12
 
 # Keys a TOML file may set, per section (``mqtt.embedded`` is internal: set by `run` only).
 _SECTION_KEYS: dict[str, tuple[str, ...]] = {
-    "engine": ("instance", "store", "default_ttl"),
+    "engine": ("instance", "store", "default_ttl", "instances", "lease_s"),
     "mqtt": tuple(f.name for f in dataclasses.fields(MqttConfig) if f.name != "embedded"),
     "http": ("listen",),
     "log": ("level", "format"),
@@ -301,10 +304,15 @@ def _parse_engine(file: str, data: Any) -> EngineConfig:
     instance = t.get_str("instance", d.instance)
     if not _NAME_RE.fullmatch(instance):
         t.fail("instance", f"expected 1-64 characters of A-Z a-z 0-9 . _ -, got {_show(instance)}")
+    lease_s = t.get_number("lease_s", d.lease_s)
+    if lease_s < 1.0:
+        t.fail("lease_s", f"expected at least 1 (seconds), got {lease_s:g}")
     return EngineConfig(
         instance=instance,
         store=t.get_str("store", d.store, nonempty=True),
         default_ttl=t.get_int("default_ttl", d.default_ttl),
+        instances=t.get_int("instances", d.instances, lo=1, hi=1000, what="an integer 1..1000"),
+        lease_s=lease_s,
     )
 
 

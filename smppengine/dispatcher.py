@@ -141,6 +141,11 @@ class Dispatcher:
             return
         attempt, ref = await self.store.begin_attempt(req.id, client.name, len(segments.chunks),
                                                       self.refs.next(req.to))
+        if attempt == 0:
+            # not in the store, or (shared store) another instance took it over after this one's lease
+            # expired: that instance sends it, this one must not
+            log.warning("dispatch_dropped", msg_id=req.id, reason="not owned")
+            return
         a.smsc, a.attempt = client.name, attempt
         parts = text.build_parts(segments, client.cfg.concat, ref)
         todo = [i for i in range(len(parts)) if i not in a.submitted]

@@ -4,6 +4,7 @@ deliver_sm → receipts / MO → store (commit, then deliver_sm_resp) → outbox
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -37,7 +38,8 @@ BACKLOG_HIGH_WATER = 20_000
 class Engine:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.store: Store = open_store(config.engine.store, config.mqtt.topic_prefix)
+        self.store: Store = open_store(config.engine.store, config.mqtt.topic_prefix, config.engine.instance,
+                                       config.engine.lease_s)
         self.metrics = Metrics()
         self.clients = {s.name: self._new_client(s) for s in config.smsc}
         self.router = Router(config.route, [s.name for s in config.smsc])
@@ -64,8 +66,14 @@ class Engine:
         self.stats_interval = 5.0          # seconds between refreshes of the store's queue-depth gauges
         self._reload_lock = asyncio.Lock()
 
+    def _share(self, cfg: SmscConfig) -> SmscConfig:
+        """The SMSC as this instance uses it: ``tps`` is the whole account's, split evenly over the
+        ``engine.instances`` instances that bind it (static split, docs/scaling.md)."""
+        n = self.config.engine.instances
+        return cfg if n <= 1 else dataclasses.replace(cfg, tps=cfg.tps / n)
+
     def _new_client(self, cfg: SmscConfig) -> SmscClient:
-        client = SmscClient(cfg, self._on_deliver)
+        client = SmscClient(self._share(cfg), self._on_deliver)
         client.metrics = self.metrics
         return client
 
@@ -82,12 +90,14 @@ class Engine:
         await self.store.open()
         await self.optouts.load()
         recovered = await self.store.recover()
-        now = time.time()
-        for a in recovered:
-            delay = (a.next_attempt_at - now) if (a.state == RETRYING and a.next_attempt_at) else 0.0
-            self.dispatcher.enqueue(a, delay)
+        self._dispatch_recovered(recovered)
         if recovered:
             log.info("recovered", messages=len(recovered))
+        if not self.store.shared and self.config.mqtt.share_group:
+            # per-instance SQLite stores: a receipt correlates only on the instance that submitted the message
+            log.warning("shared_stream_with_local_store", share_group=self.config.mqtt.share_group,
+                        smsc=list(self.clients),
+                        hint="bind each SMSC account from one instance only, or use a shared PostgreSQL store")
         for c in self.clients.values():
             c.start()
         self._tasks = [
@@ -98,6 +108,8 @@ class Engine:
             asyncio.create_task(self._stats_loop(), name="stats"),
             asyncio.create_task(self.optouts.watch(), name="optouts"),
         ]
+        if self.store.shared:
+            self._tasks.append(asyncio.create_task(self._lease_loop(), name="lease"))
         if self.config.http.address is not None:
             self.http_server = await serve_http(self, *self.config.http.address)
         await self.link.connected.wait()
@@ -118,6 +130,11 @@ class Engine:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.store.shared:
+            try:
+                await self.store.release()     # the other instances take what is left over at once
+            except StoreError as exc:
+                log.warning("lease_release_failed", error=str(exc))
         await self.store.close()
         log.info("engine_stopped")
 
@@ -214,6 +231,31 @@ class Engine:
             await self.optouts.on_mo(msg, self.config.compliance, self.config.engine.default_ttl)
         return 0
 
+    # ------------------------------------------------------------------ several instances (shared store)
+    def _dispatch_recovered(self, items: list[Active]) -> None:
+        now = time.time()
+        for a in items:
+            delay = (a.next_attempt_at - now) if (a.state == RETRYING and a.next_attempt_at) else 0.0
+            self.dispatcher.enqueue(a, delay)
+
+    async def _lease_loop(self) -> None:
+        """Shared store: renew this instance's liveness lease, take over the messages (and unpublished events)
+        of instances whose lease expired -- the same path as recovery at start -- and apply receipts that
+        raced another instance's commit of their submit_sm_resp. Every min(1 s, lease_s / 3)."""
+        tick = min(1.0, self.config.engine.lease_s / 3)
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                await self.store.heartbeat()
+                claimed = await self.store.claim_orphans()
+                if claimed:
+                    self._dispatch_recovered(claimed)
+                    self.counters["claimed"] = self.counters.get("claimed", 0) + len(claimed)
+                    log.info("orphans_claimed", instance=self.config.engine.instance, messages=len(claimed))
+                await self.store.rematch_held()
+            except Exception as exc:  # a failing store must not end the loop; fencing protects meanwhile
+                log.warning("lease_renewal_failed", error=str(exc))
+
     # ------------------------------------------------------------------ housekeeping
     async def _stats_loop(self) -> None:
         """Refresh the store's queue-depth gauges every few seconds (store.stats is too slow per scrape)."""
@@ -241,8 +283,8 @@ class Engine:
             self.config = effective(self.config, new)
             for s in p.update:
                 client = self.clients[s.name]
-                client.cfg = s
-                client.set_tps(s.tps)
+                client.cfg = self._share(s)
+                client.set_tps(client.cfg.tps)
             retired: list[SmscClient] = []
             for s in p.add + p.rebind:
                 old = self.clients.get(s.name)

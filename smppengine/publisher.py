@@ -30,7 +30,10 @@ class Publisher:
                 last = 0          # unacknowledged events are published again after a reconnect
                 await self.link.connected.wait()
             ready.clear()
-            rows = await self.store.outbox_fetch(last, min(BATCH, self.link.receive_maximum))
+            # A shared store has other writers: one may commit a row for this instance with a lower seq after a
+            # higher one was read, so read from the start (the previous batch is deleted by now) not from `last`.
+            after = 0 if self.store.shared else last
+            rows = await self.store.outbox_fetch(after, min(BATCH, self.link.receive_maximum))
             if not rows:
                 self.idle.set()
                 waiter = asyncio.ensure_future(ready.wait())

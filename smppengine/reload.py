@@ -67,7 +67,8 @@ def plan(old: Config, new: Config) -> ReloadPlan:
             continue
         changes[name] = diff
         (update if set(diff) <= LIVE_SMSC_FIELDS else rebind).append(s)
-    restart = [f"engine.{k}" for k in ("instance", "store") if getattr(old.engine, k) != getattr(new.engine, k)]
+    restart = [f"engine.{k}" for k in ("instance", "store", "instances", "lease_s")
+               if getattr(old.engine, k) != getattr(new.engine, k)]
     restart += [f"mqtt.{k}" for k in _changed_fields(old.mqtt, new.mqtt)]
     restart += [f"http.{k}" for k in _changed_fields(old.http, new.http)]
     return ReloadPlan(

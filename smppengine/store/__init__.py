@@ -6,12 +6,15 @@ from .base import AcceptResult, Active, Store, StoreError
 from .sqlite import SqliteStore
 
 
-def open_store(url: str, topic_prefix: str) -> Store:
-    """A store for ``engine.store``: a file path (SQLite) or a ``postgresql://`` URL (PostgreSQL)."""
+def open_store(url: str, topic_prefix: str, instance: str = "gw1", lease_s: float = 30.0) -> Store:
+    """A store for ``engine.store``: a file path (SQLite) or a ``postgresql://`` URL (PostgreSQL).
+
+    ``instance`` and ``lease_s`` (``engine.instance``, ``engine.lease_s``) matter to PostgreSQL only, which
+    several engine instances may share (docs/scaling.md)."""
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore  # asyncpg only loaded when PostgreSQL is asked for
 
-        return PostgresStore(url, topic_prefix)
+        return PostgresStore(url, topic_prefix, instance, lease_s)
     return SqliteStore(url.removeprefix("sqlite://"), topic_prefix)
 
 

@@ -180,9 +180,34 @@ CREATE TABLE counters (
 );
 """
 
-# step 2: the opt-out list (compliance, store/optouts.py)
-SQLITE: list[str] = [SQLITE_V1, SQLITE_V2]
-POSTGRES: list[str] = [POSTGRES_V1, POSTGRES_V2]
+# step 3: several engine instances on one store (docs/scaling.md): which instance owns (drives) each
+# non-final message and publishes each outbox row, and each instance's liveness lease. The SQLite store
+# (one instance per file) has the columns for parity but does not use them.
+SQLITE_V3 = """
+ALTER TABLE messages ADD COLUMN owner TEXT;
+ALTER TABLE outbox ADD COLUMN owner TEXT;
+CREATE TABLE IF NOT EXISTS instances (
+    instance TEXT PRIMARY KEY,
+    alive_until REAL NOT NULL,
+    started_at REAL NOT NULL
+);
+"""
+
+POSTGRES_V3 = """
+ALTER TABLE messages ADD COLUMN owner TEXT;
+CREATE INDEX messages_owner ON messages(owner) WHERE NOT final;
+ALTER TABLE outbox ADD COLUMN owner TEXT;
+CREATE INDEX outbox_owner ON outbox(owner, seq);
+CREATE TABLE instances (
+    instance TEXT PRIMARY KEY,
+    alive_until DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL
+);
+"""
+
+# step 2: the opt-out list (compliance, store/optouts.py); step 3: ownership and leases
+SQLITE: list[str] = [SQLITE_V1, SQLITE_V2, SQLITE_V3]
+POSTGRES: list[str] = [POSTGRES_V1, POSTGRES_V2, POSTGRES_V3]
 
 
 class MigrationError(StoreError):

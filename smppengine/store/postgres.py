@@ -87,8 +87,13 @@ _INFRA_ERRORS: tuple[type[BaseException], ...] = (
 _ROW = ("SELECT id, req, state, final, smsc, parts, attempt, "
         "ARRAY(SELECT smsc_message_id FROM parts WHERE msg_id=$1 AND smsc_message_id IS NOT NULL ORDER BY idx) "
         "FROM messages WHERE id=$1")
+# the outbox row goes to the message's owner (it publishes the message's events in order), else to the writer
 _EMIT = ("WITH e AS (INSERT INTO events(msg_id, state, at, payload) VALUES ($1, $2, $3, $4)) "
-         "INSERT INTO outbox(topic, payload) VALUES ($5, $4)")
+         "INSERT INTO outbox(topic, payload, owner) VALUES ($5, $4, "
+         "COALESCE((SELECT owner FROM messages WHERE id=$1), $6))")
+# instances whose liveness lease expired: their messages and outbox rows may be claimed
+_DEAD = "SELECT instance FROM instances WHERE alive_until < $2 AND instance <> $1"
+_ACTIVE = "SELECT id, req, state, smsc, attempt, ttl_at, next_attempt_at FROM messages"
 
 
 def parse_url(url: str) -> tuple[str, str | None]:
@@ -116,8 +121,16 @@ def redact(url: str) -> str:
 
 
 class PostgresStore:
-    def __init__(self, url: str, topic_prefix: str) -> None:
+    """``instance`` names this engine in the shared store (``engine.instance``): the owner of the messages it
+    accepts and of the outbox rows it publishes; ``lease_s`` is how long its liveness lease lasts without a
+    heartbeat before other instances take its non-final messages and unpublished events over."""
+
+    shared = True
+
+    def __init__(self, url: str, topic_prefix: str, instance: str = "gw1", lease_s: float = 30.0) -> None:
         self.url = url
+        self.instance = instance
+        self.lease_s = lease_s
         self.dsn, self.schema = parse_url(url)
         self.prefix = topic_prefix
         self.outbox_ready = asyncio.Event()
@@ -198,7 +211,7 @@ class PostgresStore:
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await self._connect()
                     log.warning("store_reconnected")
-                results = await self._apply(self._conn, batch)
+                results = await self._apply_retrying(self._conn, batch)
             except Exception as exc:  # the commit itself failed: nothing of the batch is durable
                 self.failed = True
                 log.error("store_commit_failed", error=str(exc), ops=len(batch))
@@ -219,6 +232,20 @@ class PostgresStore:
             if self._outbox_added:
                 self._outbox_added = False
                 self.outbox_ready.set()
+
+    async def _apply_retrying(self, c: Conn, batch: list[Op]) -> list[Any]:
+        """_apply, run again (up to 5 times) when PostgreSQL rolled the transaction back because it lost a
+        deadlock or a serialization conflict -- with several instances on one store, two writers' batches
+        may touch the same message rows in different orders. The rollback undid everything: a replay is safe."""
+        for attempt in range(1, 6):
+            try:
+                return await self._apply(c, batch)
+            except asyncpg.exceptions.TransactionRollbackError as exc:
+                if attempt == 5:
+                    raise
+                log.warning("store_batch_replayed", error=type(exc).__name__, ops=len(batch), attempt=attempt)
+                self._outbox_added = False
+        raise AssertionError("unreachable")
 
     async def _apply(self, c: Conn, batch: list[Op]) -> list[Any]:
         """One transaction for the batch. Fast path without savepoints; on an operation's error,
@@ -255,7 +282,7 @@ class PostgresStore:
             event = status_event(msg_id, state, now, None, None, 0, 0, [], err, extra)
         payload = orjson.dumps(event)
         topic = f"{self.prefix}/status/{msg_id if msg_id is not None else '_invalid'}"
-        await c.execute(_EMIT, msg_id, state, now, payload, topic)
+        await c.execute(_EMIT, msg_id, state, now, payload, topic, self.instance)
         self._outbox_added = True
 
     @staticmethod
@@ -289,10 +316,11 @@ class PostgresStore:
             reqs = list(first.values())
             docs = [orjson.dumps(r.to_json()) for r in reqs]
             rows = await c.fetch(
-                "INSERT INTO messages(id, req, state, created_at, updated_at, ttl_at) "
-                "SELECT i, r, $3, $4, $4, t FROM unnest($1::text[], $2::bytea[], $5::float8[]) AS u(i, r, t) "
+                "INSERT INTO messages(id, req, state, created_at, updated_at, ttl_at, owner) "
+                "SELECT i, r, $3, $4, $4, t, $6 FROM unnest($1::text[], $2::bytea[], $5::float8[]) AS u(i, r, t) "
                 "ON CONFLICT (id) DO NOTHING RETURNING id",
-                [r.id for r in reqs], docs, QUEUED, now, [r.received_at + (r.ttl or default_ttl) for r in reqs])
+                [r.id for r in reqs], docs, QUEUED, now, [r.received_at + (r.ttl or default_ttl) for r in reqs],
+                self.instance)
             inserted = {r[0] for r in rows}
         ev_ids: list[str] = []
         payloads: list[bytes] = []
@@ -311,8 +339,8 @@ class PostgresStore:
             await c.execute(
                 "WITH u AS (SELECT * FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS u(i, p, n)), "
                 "e AS (INSERT INTO events(msg_id, state, at, payload) SELECT i, $3, $4, p FROM u ORDER BY n) "
-                "INSERT INTO outbox(topic, payload) SELECT $5 || i, p FROM u ORDER BY n",
-                ev_ids, payloads, QUEUED, now, f"{self.prefix}/status/")
+                "INSERT INTO outbox(topic, payload, owner) SELECT $5 || i, p, $6 FROM u ORDER BY n",
+                ev_ids, payloads, QUEUED, now, f"{self.prefix}/status/", self.instance)
             self._outbox_added = True
         for rej in rejections:
             err = error(rej.code, None, rej.detail)
@@ -321,9 +349,9 @@ class PostgresStore:
                 continue
             doc = {"id": rej.id, "to": rej.to, "text": None, "meta": rej.meta}
             got = await c.fetchval(
-                "INSERT INTO messages(id, req, state, final, error, created_at, updated_at, ttl_at) "
-                "VALUES ($1, $2, $3, TRUE, $4, $5, $5, $5) ON CONFLICT (id) DO NOTHING RETURNING id",
-                rej.id, orjson.dumps(doc), REJECTED, orjson.dumps(err), now)
+                "INSERT INTO messages(id, req, state, final, error, created_at, updated_at, ttl_at, owner) "
+                "VALUES ($1, $2, $3, TRUE, $4, $5, $5, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING id",
+                rej.id, orjson.dumps(doc), REJECTED, orjson.dumps(err), now, self.instance)
             if got is None:
                 result.duplicates.append(rej.id)
                 continue
@@ -335,8 +363,13 @@ class PostgresStore:
         attempt, so that re-sent parts still join their siblings); returns (attempt number, reference)."""
         return await self._call(self._begin_attempt, msg_id, smsc, parts, ref)
 
-    @staticmethod
-    async def _begin_attempt(c: Conn, msg_id: str, smsc: str, parts: int, ref: int) -> tuple[int, int]:
+    async def _begin_attempt(self, c: Conn, msg_id: str, smsc: str, parts: int, ref: int) -> tuple[int, int]:
+        # fencing: only the message's owner may send it (another instance took it over when this one's lease
+        # expired); attempt 0 tells the dispatcher to drop it
+        owner = await c.fetchval("SELECT owner FROM messages WHERE id=$1", msg_id)
+        if owner is not None and owner != self.instance:
+            log.warning("message_not_owned", msg_id=msg_id, owner=owner, instance=self.instance)
+            return 0, ref
         row = await c.fetchrow(
             "UPDATE messages SET smsc=$1, parts=$2, attempt=attempt+1, ref=COALESCE(ref, $3), updated_at=$4 "
             "WHERE id=$5 RETURNING attempt, ref", smsc, parts, ref, time.time(), msg_id)
@@ -417,7 +450,13 @@ class PostgresStore:
                                      "p.msg_id = m.id AND p.idx = $1 WHERE m.id = $2", i, m)
                 cands.append((k, m, i, int(f[0]) if f else 1, f[1] if f else 0.0))
             msg_id, idx = best_match(cands)
-        return await self._apply_receipt(c, msg_id, idx, receipt)
+        outcome = await self._apply_receipt(c, msg_id, idx, receipt)
+        owner = await c.fetchval("SELECT owner FROM messages WHERE id=$1", msg_id)
+        if owner is not None and owner != self.instance:
+            # the SMSC delivered the receipt on this instance's bind, another instance owns the message:
+            # correlated here through the shared store, published by the owner (outbox row owner)
+            await self._bump(c, "receipts_foreign")
+        return outcome
 
     async def _apply_receipt(self, c: Conn, msg_id: str, idx: int, receipt: Receipt) -> str:
         await c.execute("UPDATE parts SET state=$1, stat=$2, receipt_at=$3 WHERE msg_id=$4 AND idx=$5",
@@ -462,8 +501,8 @@ class PostgresStore:
                "text": text.decode(data, data_coding, default_alphabet), "smsc": smsc, "received_at": iso(now)}
         if optout is not None:
             await optouts.mo_pg(c, msg, optout, now)
-        await c.execute("INSERT INTO outbox(topic, payload) VALUES ($1, $2)", f"{self.prefix}/inbound",
-                        orjson.dumps(msg))
+        await c.execute("INSERT INTO outbox(topic, payload, owner) VALUES ($1, $2, $3)", f"{self.prefix}/inbound",
+                        orjson.dumps(msg), self.instance)
         await self._bump(c, "mo_received")
         self._outbox_added = True
         return msg
@@ -482,8 +521,9 @@ class PostgresStore:
         return await self._call(optouts.remove_pg, keys)
 
     async def outbox_fetch(self, after: int, limit: int) -> list[tuple[int, str, bytes]]:
-        rows = await self._read().fetch("SELECT seq, topic, payload FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
-                                        after, limit)
+        # only this instance's rows: every outbox row has exactly one publishing instance (docs/scaling.md)
+        rows = await self._read().fetch("SELECT seq, topic, payload FROM outbox WHERE owner = $3 AND seq > $1 "
+                                        "ORDER BY seq LIMIT $2", after, limit, self.instance)
         return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     async def outbox_delete(self, seqs: list[int]) -> None:
@@ -499,12 +539,82 @@ class PostgresStore:
         return self._pool
 
     async def recover(self) -> list[Active]:
+        """At start: take this instance's liveness lease, claim what no live instance owns (rows of instances
+        whose lease expired, rows from before ownership existed), and return every non-final message this
+        instance owns -- its own from before a restart included."""
+        await self.heartbeat()
+        await self._call(self._claim)
+        return await self._load("WHERE NOT final AND owner = $1", self.instance)
+
+    # ---------------------------------------------------------------- several instances (docs/scaling.md)
+    async def heartbeat(self) -> None:
+        """Renew this instance's liveness lease (one row): while it holds, nobody takes its messages."""
+        await self._call(self._heartbeat)
+
+    async def _heartbeat(self, c: Conn) -> None:
+        now = time.time()
+        await c.execute("INSERT INTO instances(instance, alive_until, started_at) VALUES ($1, $2, $3) "
+                        "ON CONFLICT (instance) DO UPDATE SET alive_until = excluded.alive_until",
+                        self.instance, now + self.lease_s, now)
+
+    async def release(self) -> None:
+        """A clean stop: give the lease up, so other instances take the remaining messages over at once."""
+        await self._call(self._release)
+
+    async def _release(self, c: Conn) -> None:
+        await c.execute("UPDATE instances SET alive_until = 0 WHERE instance = $1", self.instance)
+
+    async def _claim(self, c: Conn) -> list[str]:
+        """Take over the non-final messages and the outbox rows of dead instances (and unowned ones). SKIP
+        LOCKED: rows another writer holds right now are left for the next sweep; two instances claiming at
+        once each get distinct rows."""
+        now = time.time()
+        rows = await c.fetch(
+            f"UPDATE messages SET owner = $1 WHERE id IN (SELECT id FROM messages WHERE NOT final AND "
+            f"(owner IS NULL OR owner IN ({_DEAD})) FOR UPDATE SKIP LOCKED) RETURNING id", self.instance, now)
+        moved = await c.execute(
+            f"UPDATE outbox SET owner = $1 WHERE seq IN (SELECT seq FROM outbox WHERE owner IS NULL OR "
+            f"owner IN ({_DEAD}) FOR UPDATE SKIP LOCKED)", self.instance, now)
+        if moved != "UPDATE 0":
+            self._outbox_added = True
+        ids = [r[0] for r in rows]
+        if ids or moved != "UPDATE 0":
+            log.info("store_claimed", instance=self.instance, messages=len(ids), events=int(moved.split()[-1]))
+        return ids
+
+    async def claim_orphans(self) -> list[Active]:
+        """The non-final messages of instances whose lease expired, now this instance's (to dispatch)."""
+        ids = await self._call(self._claim)
+        if not ids:
+            return []
+        return await self._load("WHERE NOT final AND owner = $1 AND id = ANY($2::text[])", self.instance, ids)
+
+    async def rematch_held(self) -> int:
+        """Receipts held while their submit_sm_resp was being committed by another instance's writer (the two
+        transactions ran concurrently and neither saw the other): apply the ones whose key is now known."""
+        return await self._call(self._rematch_held)
+
+    async def _rematch_held(self, c: Conn) -> int:
+        uids = await c.fetch("SELECT DISTINCT h.uid FROM held_receipts h JOIN part_keys k ON k.smsc = h.smsc "
+                             "AND k.key = h.key LIMIT 1000")
+        n = 0
+        for (uid,) in uids:
+            got = await c.fetch("DELETE FROM held_receipts WHERE uid = $1 RETURNING smsc, receipt", uid)
+            if not got:
+                continue            # another instance applied it
+            await self._receipt(c, got[0][0], receipt_from_json(orjson.loads(got[0][1])))
+            n += 1
+        if n:
+            await self._bump(c, "receipts_rematched", n)
+        return n
+
+    async def _load(self, where: str, *args: Any) -> list[Active]:
         async with self._read().acquire() as c, c.transaction(isolation="repeatable_read", readonly=True):
-            msgs = await c.fetch(
-                "SELECT id, req, state, smsc, attempt, ttl_at, next_attempt_at FROM messages WHERE NOT final")
+            msgs = await c.fetch(f"{_ACTIVE} {where}", *args)
+            ids = [r[0] for r in msgs]
             parts = await c.fetch(
-                "SELECT p.msg_id, p.idx, p.smsc_message_id FROM parts p JOIN messages m ON m.id=p.msg_id "
-                "WHERE NOT m.final AND p.smsc_message_id IS NOT NULL")
+                "SELECT msg_id, idx, smsc_message_id FROM parts WHERE msg_id = ANY($1::text[]) "
+                "AND smsc_message_id IS NOT NULL", ids)
         submitted: dict[str, dict[int, str]] = {}
         for msg_id, idx, smsc_id in parts:
             submitted.setdefault(msg_id, {})[int(idx)] = smsc_id

@@ -402,6 +402,21 @@ class SqliteStore:
             for r in msgs
         ]
 
+    # one engine instance per SQLite file: nothing is shared, so nothing to lease or claim
+    shared = False
+
+    async def heartbeat(self) -> None:
+        return None
+
+    async def claim_orphans(self) -> list[Active]:
+        return []
+
+    async def rematch_held(self) -> int:
+        return 0
+
+    async def release(self) -> None:
+        return None
+
     async def trace(self, msg_id: str) -> dict[str, Any] | None:
         assert self._db is not None
         rows = await self._db.execute_fetchall(
