@@ -1,0 +1,47 @@
+"""The message state machine's decisions (pure), as both store backends apply them."""
+
+from __future__ import annotations
+
+from smppengine.receipts import Receipt
+from smppengine.store.states import after_receipt, best_match, receipt_from_json, receipt_to_json, status_event
+
+
+def r(stat: str, err: str | None = "000") -> Receipt:
+    return Receipt(message_id="1a", stat=stat, err=err, submit_date=None, done_date=None, text=None,
+                   network_error_code=b"\x03\x00\x01" if stat == "UNDELIV" else None)
+
+
+def test_delivered_only_when_every_part_is() -> None:
+    assert after_receipt(["delivered", "submitted"], r("DELIVRD"), "submitted") is None
+    assert after_receipt(["delivered", "delivered"], r("DELIVRD"), "submitted") == ("delivered", True, None)
+
+
+def test_any_failed_part_ends_the_message() -> None:
+    state, final, err = after_receipt(["delivered", "undelivered"], r("UNDELIV", "045"), "submitted")  # type: ignore[misc]
+    assert (state, final) == ("undelivered", True)
+    assert err["code"] == "UNDELIV" and err["status"] is None and "err:045" in err["detail"]
+    assert after_receipt(["expired", "submitted"], r("EXPIRED"), "submitted")[:2] == ("expired", True)  # type: ignore[index]
+
+
+def test_enroute_only_after_submitted() -> None:
+    assert after_receipt(["enroute", "pending"], r("ENROUTE"), "queued") is None
+    assert after_receipt(["enroute"], r("ACCEPTD"), "submitted") == ("enroute", False, None)
+
+
+def test_best_match_prefers_exact_then_waiting_then_newest() -> None:
+    rows = [("n:256", "old", 0, 1, 10.0), ("n:256", "new", 0, 0, 5.0)]
+    assert best_match(rows) == ("new", 0)                          # still waiting beats already final
+    rows = [("n:256", "a", 0, 0, 10.0), ("n:256", "b", 0, 0, 20.0)]
+    assert best_match(rows) == ("b", 0)                            # then the most recently submitted
+    rows = [("n:256", "a", 0, 0, 30.0), ("s:100", "b", 1, 1, 1.0)]
+    assert best_match(rows) == ("b", 1)                            # an exact id match wins over all
+
+
+def test_status_event_shape_and_receipt_round_trip() -> None:
+    ev = status_event("m1", "submitted", 0.5, {"to": "+44", "meta": {"t": 1}}, "a", 2, 1, ["x", "y"], None, None)
+    assert ev == {"id": "m1", "state": "submitted", "at": "1970-01-01T00:00:00.500Z", "to": "+44", "smsc": "a",
+                  "parts": 2, "attempt": 1, "smsc_message_ids": ["x", "y"], "error": None, "meta": {"t": 1}}
+    bad = status_event(None, "rejected", 0.0, None, None, 0, 0, [], {"code": "invalid_request"}, {"raw": "x"})
+    assert bad["id"] is None and bad["raw"] == "x" and "to" not in bad
+    rec = r("UNDELIV")
+    assert receipt_from_json(receipt_to_json(rec)) == rec
