@@ -25,6 +25,10 @@ def _orjson_dumps(obj: Any, default: Any = None) -> bytes:
     return orjson.dumps(obj, default=default or str)
 
 
+def _json_str(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default or str).decode()
+
+
 def configure(level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog for the whole process (idempotent; SIGHUP calls it again for a new level)."""
     as_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
@@ -46,3 +50,14 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+    # what libraries log through the standard library (asyncio, paho, asyncpg) comes out as the same
+    # structlog events (JSON lines when not on a terminal), at warning and above
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.JSONRenderer(_json_str) if as_json else processors[-1]],
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors[:-1]],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(logging.WARNING, _LEVELS.get(level, logging.INFO)))
