@@ -13,6 +13,7 @@ from .store import Store
 log = structlog.get_logger(__name__)
 
 BATCH = 500
+SHARED_POLL_S = 0.1     # shared store: longest delay of an event another instance wrote for this one
 
 
 class Publisher:
@@ -38,7 +39,10 @@ class Publisher:
                 self.idle.set()
                 waiter = asyncio.ensure_future(ready.wait())
                 gone = asyncio.ensure_future(self.link.disconnected.wait())
-                await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+                # outbox_ready tells of this process's own commits only; on a shared store other instances also
+                # write rows for this one (a receipt correlated there for a message owned here): poll as well
+                await asyncio.wait({waiter, gone}, timeout=SHARED_POLL_S if self.store.shared else None,
+                                   return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 gone.cancel()
                 continue

@@ -72,6 +72,23 @@ async def test_receipts_on_another_instance_are_correlated_and_published_once(br
         await drop_pg_schemas([url.rsplit("schema=", 1)[1]])
 
 
+async def _diagnose(url: str, ids: list[str]) -> dict[str, Any]:
+    """What the store knows about messages that did not end (for the failure message)."""
+    schema = url.rsplit("schema=", 1)[1]
+    conn = await asyncpg.connect(PG_URL, server_settings={"search_path": schema})
+    try:
+        msgs = [dict(r) for r in await conn.fetch(
+            "SELECT id, state, final, owner, attempt, parts FROM messages WHERE id = ANY($1::text[])", ids)]
+        parts = [dict(r) for r in await conn.fetch(
+            "SELECT msg_id, idx, smsc_message_id, state FROM parts WHERE msg_id = ANY($1::text[])", ids)]
+        outbox = [dict(r) for r in await conn.fetch("SELECT owner, COUNT(*) FROM outbox GROUP BY owner")]
+        inst = [dict(r) for r in await conn.fetch("SELECT * FROM instances")]
+        held = await conn.fetchval("SELECT COUNT(DISTINCT uid) FROM held_receipts")
+        return {"messages": msgs, "parts": parts, "outbox": outbox, "instances": inst, "held": held}
+    finally:
+        await conn.close()
+
+
 def _max_per_second(times: list[float]) -> int:
     times = sorted(times)
     best = j = 0
@@ -116,7 +133,12 @@ async def test_three_instances_share_tps_receipts_and_take_over_a_killed_one(
             await w.wait(lambda: sum(1 for i in ids if w.final(i)) >= n // 4, timeout=60, what="a quarter done")
             victim = engines[1]
             await victim.kill()
-            await w.wait_final(ids, timeout=90)
+            try:
+                await w.wait_final(ids, timeout=90)
+            except AssertionError as exc:
+                missing = [i for i in ids if not w.final(i)]
+                raise AssertionError(f"{exc}; store: {await _diagnose(url, missing[:5])}; "
+                                     f"events: {[w.states(i) for i in missing[:5]]}") from None
         for i in ids:
             assert {e["state"] for e in w.final(i)} == {"delivered"}, (i, w.states(i))
         survivors = [engines[0], engines[2]]

@@ -140,6 +140,7 @@ class PostgresStore:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._outbox_added = False
+        self._counts: dict[str, int] = {}   # counter increments of the running batch, written just before commit
         self.failed = False   # the last commit failed: the engine stops acknowledging
 
     # ---------------------------------------------------------------- lifecycle
@@ -251,24 +252,42 @@ class PostgresStore:
         """One transaction for the batch. Fast path without savepoints; on an operation's error,
         roll back and replay with a savepoint per operation (the SQLite store's semantics)."""
         try:
+            self._counts = {}
             async with c.transaction():
-                return [await fn(c, *args) for fn, args, _ in batch]
+                out = [await fn(c, *args) for fn, args, _ in batch]
+                await self._write_counts(c)
+                return out
         except _INFRA_ERRORS:
             raise
         except Exception:
             pass
         self._outbox_added = False
+        self._counts = {}
         results: list[Any] = []
         async with c.transaction():
             for fn, args, _ in batch:
+                before = dict(self._counts)
                 try:
                     async with c.transaction():
                         results.append(await fn(c, *args))
                 except _INFRA_ERRORS:
                     raise
                 except Exception as exc:  # one bad operation must not undo the others
+                    self._counts = before
                     results.append(exc)
+            await self._write_counts(c)
         return results
+
+    async def _write_counts(self, c: Conn) -> None:
+        """The batch's counter increments, as the transaction's last statement: the counters rows are shared
+        by every instance on the store, so their row locks are held only for the commit, not the batch."""
+        if not self._counts:
+            return
+        names, values = zip(*sorted(self._counts.items()), strict=True)
+        self._counts = {}
+        await c.execute("INSERT INTO counters(name, value) SELECT * FROM unnest($1::text[], $2::bigint[]) "
+                        "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
+                        list(names), list(values))
 
     # ---------------------------------------------------------------- helpers (writer connection)
     async def _emit(self, c: Conn, row: asyncpg.Record | None, msg_id: str | None, state: str,
@@ -295,10 +314,8 @@ class PostgresStore:
                         state, final, orjson.dumps(err) if err else None, time.time(), msg_id)
         await self._emit(c, await self._row(c, msg_id), msg_id, state, err, extra)
 
-    @staticmethod
-    async def _bump(c: Conn, name: str, by: int = 1) -> None:
-        await c.execute("INSERT INTO counters(name, value) VALUES ($1, $2) "
-                        "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value", name, by)
+    async def _bump(self, c: Conn, name: str, by: int = 1) -> None:
+        self._counts[name] = self._counts.get(name, 0) + by     # written by _write_counts before the commit
 
     # ---------------------------------------------------------------- operations
     async def accept(self, requests: list[Request], rejections: list[Rejection], default_ttl: int) -> AcceptResult:
