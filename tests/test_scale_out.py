@@ -103,7 +103,7 @@ async def test_three_instances_share_tps_receipts_and_take_over_a_killed_one(
         tmp_path: Path, broker: Mosquitto) -> None:
     """3 instances (processes) on one topic, one store, one account limited to 150 submit_sm/s; one instance
     is SIGKILLed mid-run. 4,500 messages (10,000 would need 67 s at 150/s before the kill slows the rest)."""
-    n, tps, lease = 4500, 150, 2.0
+    n, tps, lease = 10_000, 150, 2.0
     url = pg_store_url()
     sim = SimProcess("--tps-limit", str(tps), "--receipt-delay", "0.05")
     await sim.start()
