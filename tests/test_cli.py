@@ -83,13 +83,14 @@ async def test_trace_shows_a_delivered_message(tmp_path: Path, broker: Mosquitto
         await wait_bound(engine)
         await w.publish({"id": "traced", "to": "+447700900123", "text": "x" * 200})
         await w.wait_final(["traced"])
-    out = await asyncio.to_thread(cli, "trace", "traced", "--store", str(tmp_path / "e.db"), "--json")
+    store = cfg.engine.store        # a SQLite file, or a PostgreSQL URL with SMPPENGINE_TEST_STORE=postgresql
+    out = await asyncio.to_thread(cli, "trace", "traced", "--store", store, "--json")
     assert out.returncode == 0, out.stderr
     doc = orjson.loads(out.stdout)
     assert doc["state"] == "delivered" and doc["parts"] == 2
     assert [e["state"] for e in doc["events"]] == ["queued", "submitted", "delivered"]
     assert [p["stat"] for p in doc["part_rows"]] == ["DELIVRD", "DELIVRD"]
-    table = await asyncio.to_thread(cli, "trace", "traced", "--store", str(tmp_path / "e.db"))
+    table = await asyncio.to_thread(cli, "trace", "traced", "--store", store)
     assert "delivered (final)" in table.stdout and "#1" in table.stdout
-    missing = await asyncio.to_thread(cli, "trace", "nope", "--store", str(tmp_path / "e.db"))
+    missing = await asyncio.to_thread(cli, "trace", "nope", "--store", store)
     assert missing.returncode == 1
