@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 PartOutcome = tuple[str, dict[str, Any]] | None     # None = OK; else (class, error)
+STOPPED = "stopped"                                  # not sent because the engine is shutting down
 
 
 class Dispatcher:
@@ -46,6 +47,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self.refs = text.ConcatRefs()
+        self.stopping = False
         self._drained = asyncio.Event()
         self.active = 0
         self.submitted_ok = 0
@@ -79,6 +81,8 @@ class Dispatcher:
     async def run(self) -> None:
         while True:
             item = await self._queue.get()
+            if self.stopping:
+                continue            # stays in the store as it is: the next start resumes it
             await self._slots.acquire()
             task = asyncio.create_task(self._process(item))
             self._tasks.add(task)
@@ -92,7 +96,9 @@ class Dispatcher:
             log.error("dispatch_crashed", error=repr(task.exception()))
 
     async def drain(self, timeout: float) -> None:
-        """Wait (bounded) for the messages being sent to get their resps; stop scheduling new ones."""
+        """Shutdown: start nothing new (no new message, no part that has not left yet — those stay in the
+        store for the next start), and wait (bounded) for the submits in flight to get their resps."""
+        self.stopping = True
         for h in self._timers:
             h.cancel()
         self._timers.clear()
@@ -128,6 +134,8 @@ class Dispatcher:
                 await self.store.finish(req.id, REJECTED, refused)
                 return
         client = await self._available(names, a.ttl_at)
+        if self.stopping:
+            return
         if client is None:
             await self.store.finish(req.id, EXPIRED, error("ttl_expired", None, "no SMSC available before the ttl"))
             return
@@ -153,8 +161,8 @@ class Dispatcher:
             *(self._send_part(client, a, i, self._params(client, req, parts[i], segments.data_coding))
               for i in todo))
         failures = [o for o in outcomes if o is not None]
-        if not failures:
-            return
+        if not failures or (self.stopping and any(cls == STOPPED for cls, _ in failures)):
+            return                  # done, or parts left unsent by a shutdown: resumed at the next start
         permanent = [e for cls, e in failures if cls == PERMANENT]
         if permanent:
             await self.store.finish(req.id, REJECTED, permanent[0])
@@ -176,7 +184,7 @@ class Dispatcher:
 
     async def _available(self, names: list[str], ttl_at: float) -> SmscClient | None:
         """The first listed SMSC that is bound and not paused; waits (until the ttl) while none is."""
-        while True:
+        while not self.stopping:
             clients = [self.clients[n] for n in names if n in self.clients]   # a reload may replace clients
             for c in clients:
                 if c.available:
@@ -195,6 +203,7 @@ class Dispatcher:
                 paused = [c.adaptive.paused_until() - time.monotonic() for c in clients if c.up.is_set()]
                 if paused:
                     await asyncio.sleep(max(0.0, min(min(paused), remaining)))
+        return None                                     # shutting down
 
     @staticmethod
     def _params(client: SmscClient, req: Request, part: text.PartSpec, data_coding: int) -> dict[str, Any]:
@@ -217,6 +226,8 @@ class Dispatcher:
             try:
                 resp = await client.send(params)
             except SessionClosed as exc:
+                if self.stopping:
+                    return STOPPED, {}
                 # the connection went away with the submit in flight: resend on the next bind (not an attempt)
                 if time.time() > a.ttl_at:
                     return "transient", error("timeout", None, f"connection lost: {exc}")

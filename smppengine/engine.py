@@ -123,6 +123,9 @@ class Engine:
         self._accepting = False
         if self.http_server is not None:
             self.http_server.close()
+        self.dispatcher.stopping = True       # nothing new leaves; what is in flight gets its resp (bounded)
+        for c in self.clients.values():
+            c.halt()
         await self.dispatcher.drain(grace)
         await asyncio.gather(*(c.stop() for c in self.clients.values()))
         await self.publisher.flush(min(grace, 5.0))

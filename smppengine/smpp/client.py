@@ -91,6 +91,12 @@ class SmscClient:
         await asyncio.gather(*(s.unbind(timeout) for s in list(self.sessions)), return_exceptions=True)
         await asyncio.gather(*self._keepers, return_exceptions=True)
 
+    def halt(self) -> None:
+        """Shutdown: take no new submits (waiting senders get SessionClosed); sessions stay bound so the
+        submits in flight still get their resps; :meth:`stop` unbinds."""
+        self._stopping = True
+        self._notify()
+
     async def retire(self, timeout: float) -> None:
         """Replaced by a config reload: take no new submits (callers get SessionClosed and resend through the
         new client), let the ones in flight get their resps (bounded by ``timeout``), then unbind."""
