@@ -145,12 +145,6 @@ class MqttLink:
         if msg.qos > 0 and msg.client is self.client:
             msg.client._client.ack(msg.mid, msg.qos)
 
-    async def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        client = self.client
-        if client is None:
-            raise aiomqtt.MqttError("not connected")
-        await client.publish(topic, payload, qos=1, retain=retain, timeout=30)
-
     async def publish_batch(self, items: Sequence[tuple[str, bytes]], timeout: float = 30.0) -> None:
         """Publish many QoS 1 messages in order and return once the broker acknowledged every one.
 
