@@ -37,7 +37,6 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -63,13 +62,13 @@ from . import optouts
 from .base import AcceptResult, Active, StoreError
 from .migrations import migrate_postgres
 from .states import after_receipt, best_match, part_state, receipt_from_json, receipt_to_json, status_event
+from .writer import GroupCommitWriter, Op
 
 log = structlog.get_logger(__name__)
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 Conn = asyncpg.Connection
-Op = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], "asyncio.Future[Any]"]
 
 # Errors of the database or the connection, not of one operation: the whole batch fails.
 _INFRA_ERRORS: tuple[type[BaseException], ...] = (
@@ -120,7 +119,7 @@ def redact(url: str) -> str:
     return url
 
 
-class PostgresStore:
+class PostgresStore(GroupCommitWriter):
     """``instance`` names this engine in the shared store (``engine.instance``): the owner of the messages it
     accepts and of the outbox rows it publishes; ``lease_s`` is how long its liveness lease lasts without a
     heartbeat before other instances take its non-final messages and unpublished events over."""
@@ -136,12 +135,8 @@ class PostgresStore:
         self.outbox_ready = asyncio.Event()
         self._conn: Conn | None = None
         self._pool: asyncpg.Pool | None = None
-        self._ops: list[Op] = []
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._outbox_added = False
         self._counts: dict[str, int] = {}   # counter increments of the running batch, written just before commit
-        self.failed = False   # the last commit failed: the engine stops acknowledging
+        self._init_writer()
 
     # ---------------------------------------------------------------- lifecycle
     def _settings(self) -> dict[str, str]:
@@ -167,19 +162,11 @@ class PostgresStore:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             await self._close_conns()
             raise StoreError(f"cannot open the PostgreSQL store {redact(self.url)}: {exc}") from exc
-        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+        self._start_writer()
         self.outbox_ready.set()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            if self._ops:
-                await self._call(_noop)   # resolves after every operation queued before it
-            self._writer.cancel()
-            try:
-                await self._writer
-            except asyncio.CancelledError:
-                pass
-            self._writer = None
+        await self._stop_writer(_noop)
         await self._close_conns()
 
     async def _close_conns(self) -> None:
@@ -194,45 +181,11 @@ class PostgresStore:
             self._conn = None
 
     # ---------------------------------------------------------------- writer
-    async def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._ops.append((fn, args, fut))
-        self._wake.set()
-        return await fut
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._ops = self._ops, []
-            if not batch:
-                continue
-            self._outbox_added = False
-            try:
-                if self._conn is None or self._conn.is_closed():
-                    self._conn = await self._connect()
-                    log.warning("store_reconnected")
-                results = await self._apply_retrying(self._conn, batch)
-            except Exception as exc:  # the commit itself failed: nothing of the batch is durable
-                self.failed = True
-                log.error("store_commit_failed", error=str(exc), ops=len(batch))
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(StoreError(f"store commit failed: {exc}"))
-                continue
-            if self.failed:
-                log.warning("store_commit_recovered")
-                self.failed = False
-            for (_, _, fut), res in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(res, BaseException):
-                    fut.set_exception(res)
-                else:
-                    fut.set_result(res)
-            if self._outbox_added:
-                self._outbox_added = False
-                self.outbox_ready.set()
+    async def _commit_batch(self, batch: list[Op]) -> list[Any]:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self._connect()
+            log.warning("store_reconnected")
+        return await self._apply_retrying(self._conn, batch)
 
     async def _apply_retrying(self, c: Conn, batch: list[Op]) -> list[Any]:
         """_apply, run again (up to 5 times) when PostgreSQL rolled the transaction back because it lost a

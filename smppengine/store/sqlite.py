@@ -15,7 +15,6 @@ import asyncio
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
@@ -37,29 +36,25 @@ from ..model import (
 )
 from ..receipts import Receipt, receipt_id_keys
 from . import optouts
-from .base import AcceptResult, Active, StoreError
+from .base import AcceptResult, Active
 from .migrations import SQLITE_V1, migrate_sqlite
 from .states import after_receipt, best_match, part_state, receipt_from_json, receipt_to_json, status_event
+from .writer import GroupCommitWriter, Op
 
 log = structlog.get_logger(__name__)
 
 SCHEMA = SQLITE_V1   # the schema now lives in migrations.py (step 1); kept as a name for readers
 
 
-Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 
 
-class SqliteStore:
+class SqliteStore(GroupCommitWriter):
     def __init__(self, path: str, topic_prefix: str) -> None:
         self.path = path
         self.prefix = topic_prefix
         self.outbox_ready = asyncio.Event()
         self._db: aiosqlite.Connection | None = None
-        self._ops: list[Op] = []
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._outbox_added = False
-        self.failed = False   # the last commit failed: the engine stops acknowledging
+        self._init_writer()
         self._held = 0        # held receipts (an upper bound): lets part_submitted skip the lookup when none
 
     # ---------------------------------------------------------------- lifecycle
@@ -71,62 +66,21 @@ class SqliteStore:
         await migrate_sqlite(self._db)
         held = await self._db.execute_fetchall("SELECT COUNT(DISTINCT uid) FROM held_receipts")
         self._held = int(list(held)[0][0])
-        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+        self._start_writer()
         self.outbox_ready.set()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            if self._ops:
-                await self._call(lambda c: None)   # resolves after every operation queued before it
-            self._writer.cancel()
-            try:
-                await self._writer
-            except asyncio.CancelledError:
-                pass
-            self._writer = None
+        await self._stop_writer(lambda c: None)
         if self._db is not None:
             await self._db.close()
             self._db = None
 
     # ---------------------------------------------------------------- writer
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._ops.append((fn, args, fut))
-        self._wake.set()
-        return await fut
-
-    async def _write_loop(self) -> None:
+    async def _commit_batch(self, batch: list[Op]) -> list[Any]:
         assert self._db is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._ops = self._ops, []
-            if not batch:
-                continue
-            try:
-                # aiosqlite's own thread runs the whole batch: one hop per group commit (aiosqlite
-                # has no public call for "run this function on the connection"; kept to this line).
-                results = await self._db._execute(self._apply, batch)
-            except Exception as exc:  # the commit itself failed: nothing of the batch is durable
-                self.failed = True
-                log.error("store_commit_failed", error=str(exc), ops=len(batch))
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(StoreError(f"store commit failed: {exc}"))
-                continue
-            if self.failed:
-                log.warning("store_commit_recovered")
-                self.failed = False
-            for (_, _, fut), res in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(res, BaseException):
-                    fut.set_exception(res)
-                else:
-                    fut.set_result(res)
-            if self._outbox_added:
-                self._outbox_added = False
-                self.outbox_ready.set()
+        # aiosqlite's own thread runs the whole batch: one hop per group commit (aiosqlite has no public
+        # call for "run this function on the connection"; kept to this line)
+        return await self._db._execute(self._apply, batch)  # type: ignore[no-any-return]
 
     def _apply(self, batch: list[Op]) -> list[Any]:
         """Runs in the database thread: one transaction, a savepoint per operation."""
