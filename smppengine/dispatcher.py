@@ -17,7 +17,7 @@ import structlog
 from . import compliance, text
 from .addressing import address, relative_validity
 from .compliance import OptOutCache
-from .model import EXPIRED, FAILED, REJECTED, Request, error
+from .model import EXPIRED, FAILED, REJECTED, RETRYING, Request, error
 from .retry import RetryPolicy
 from .router import NoRoute, Router
 from .smpp.client import SmscClient
@@ -36,7 +36,7 @@ STOPPED = "stopped"                                  # not sent because the engi
 
 class Dispatcher:
     def __init__(self, store: Store, clients: dict[str, SmscClient], router: Router, policy: RetryPolicy,
-                 max_in_flight: int = 2000, rng: random.Random | None = None) -> None:
+                 max_in_flight: int = 2000, rng: random.Random | None = None, high_water: int = 20_000) -> None:
         self.store = store
         self.clients = clients
         self.router = router
@@ -53,6 +53,14 @@ class Dispatcher:
         self.submitted_ok = 0
         self.metrics: Metrics | None = None       # set by the engine
         self.optouts: OptOutCache | None = None   # set by the engine (optout_runtime.py)
+        # memory bound: at most `high_water` messages are held here; the rest of a backlog stays in the
+        # store ("spilled") and is paged back in arrival order once the backlog is under half of it
+        self.high_water = high_water
+        self._inmem: set[str] = set()             # ids queued, being sent, or waiting for a retry here
+        self._scheduled: set[str] = set()         # ids waiting for a retry timer
+        self._spilled = asyncio.Event()
+        self._spill_gen = 0
+        self._cursor: tuple[float, str] = (0.0, "")
 
     @property
     def backlog(self) -> int:
@@ -64,19 +72,54 @@ class Dispatcher:
             self._drained.clear()
             await self._drained.wait()
 
+    def offer(self, item: Active) -> None:
+        """A newly stored message: held here while there is room, else left in the store for paging."""
+        if self.backlog < self.high_water:
+            self.enqueue(item)
+        else:
+            self.spill()
+
+    def spill(self) -> None:
+        """Stored messages wait that are not held here: page them in when there is room."""
+        self._spill_gen += 1
+        self._spilled.set()
+
     def enqueue(self, item: Active, delay: float = 0.0) -> None:
+        msg_id = item.request.id
+        self._inmem.add(msg_id)
         if delay <= 0:
             self._queue.put_nowait(item)
             return
         loop = asyncio.get_running_loop()
         handle: asyncio.TimerHandle
+        self._scheduled.add(msg_id)
 
         def fire() -> None:
             self._timers.discard(handle)
+            self._scheduled.discard(msg_id)
             self._queue.put_nowait(item)
 
         handle = loop.call_later(delay, fire)
         self._timers.add(handle)
+
+    async def refill(self, page: int = 2000) -> None:
+        """Page spilled messages (and, at start, the whole stored backlog) back in, in arrival order."""
+        while True:
+            await self._spilled.wait()
+            await self.below(max(1, self.high_water // 2))
+            gen = self._spill_gen
+            rows = await self.store.pending_page(self._cursor, page)
+            now = time.time()
+            for a in rows:
+                self._cursor = (a.created_at, a.request.id)
+                if a.request.id in self._inmem:
+                    continue
+                delay = (a.next_attempt_at - now) if (a.state == RETRYING and a.next_attempt_at) else 0.0
+                self.enqueue(a, delay)
+            if len(rows) < page:                 # reached the end of the stored backlog
+                self._cursor = (0.0, "")
+                if gen == self._spill_gen:       # nothing spilled meanwhile: done until the next spill
+                    self._spilled.clear()
 
     async def run(self) -> None:
         while True:
@@ -112,6 +155,8 @@ class Dispatcher:
             await self._attempt(a)
         finally:
             self.active -= 1
+            if a.request.id not in self._scheduled:     # not waiting for a retry here: no longer held
+                self._inmem.discard(a.request.id)
 
     def _pick(self, a: Active) -> list[str]:
         if a.submitted and a.smsc:

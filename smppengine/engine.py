@@ -30,8 +30,8 @@ from .store import Active, Store, StoreError, open_store
 
 log = structlog.get_logger(__name__)
 
-# Messages the dispatcher holds in memory (queued, in flight, waiting for a retry) before the engine stops
-# taking new requests from the broker: bounds memory under a standing backlog (about 2 KB each).
+# Messages the dispatcher holds in memory (queued, in flight, waiting for a retry); beyond that a backlog
+# stays in the store and is paged back in arrival order (bounds memory: about 2 KB each).
 BACKLOG_HIGH_WATER = 20_000
 
 
@@ -47,7 +47,8 @@ class Engine:
         from .dispatcher import Dispatcher
 
         self.dispatcher = Dispatcher(self.store, self.clients, self.router,
-                                     RetryPolicy(r.max_attempts, r.backoff_initial, r.backoff_max))
+                                     RetryPolicy(r.max_attempts, r.backoff_initial, r.backoff_max),
+                                     high_water=BACKLOG_HIGH_WATER)
         self.dispatcher.metrics = self.metrics
         self.optouts = OptOutRuntime(self.store, self.dispatcher)    # compliance: opt-out cache + replies
         self.dispatcher.optouts = self.optouts.cache
@@ -57,7 +58,6 @@ class Engine:
         self._intake: list[tuple[Request | Rejection, Incoming]] = []
         self._intake_wake = asyncio.Event()
         self._accepting = True
-        self._backpressure = False
         self._tasks: list[asyncio.Task[Any]] = []
         self.ready = asyncio.Event()
         self.counters: dict[str, int] = {"requests": 0, "duplicates": 0, "receipts": 0, "receipts_held": 0,
@@ -89,10 +89,10 @@ class Engine:
     async def start(self) -> None:
         await self.store.open()
         await self.optouts.load()
-        recovered = await self.store.recover()
-        self._dispatch_recovered(recovered)
-        if recovered:
-            log.info("recovered", messages=len(recovered))
+        if self.store.shared:           # take this instance's lease, and what dead instances left
+            await self.store.heartbeat()
+            self._dispatch_recovered(await self.store.claim_orphans())
+        self.dispatcher.spill()         # what is stored and not final is paged in, oldest first
         if not self.store.shared and self.config.mqtt.share_group:
             # per-instance SQLite stores: a receipt correlates only on the instance that submitted the message
             log.warning("shared_stream_with_local_store", share_group=self.config.mqtt.share_group,
@@ -102,6 +102,7 @@ class Engine:
             c.start()
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(self.dispatcher.refill(), name="refill"),
             asyncio.create_task(self._intake_loop(), name="intake"),
             asyncio.create_task(self.link.run(), name="mqtt"),
             asyncio.create_task(self.publisher.run(), name="publisher"),
@@ -153,15 +154,6 @@ class Engine:
             await self._intake_wake.wait()
             self._intake_wake.clear()
             default_ttl = self.config.engine.default_ttl       # read per batch: a reload may change it
-            if self.dispatcher.backlog >= BACKLOG_HIGH_WATER:
-                # backpressure: leave requests unacknowledged, so the broker (not this process) holds the
-                # backlog; it stops sending once its in-flight window for us is full
-                if not self._backpressure:
-                    self._backpressure = True
-                    log.warning("intake_paused", backlog=self.dispatcher.backlog, high_water=BACKLOG_HIGH_WATER)
-                await self.dispatcher.below(BACKLOG_HIGH_WATER // 2)
-                log.info("intake_resumed", backlog=self.dispatcher.backlog)
-                self._backpressure = False
             batch, self._intake = self._intake, []
             if not batch:
                 continue
@@ -189,7 +181,7 @@ class Engine:
                 log.info("request_rejected", msg_id=rej.id, error=rej.detail)
             for req in result.new:
                 ttl_at = req.received_at + (req.ttl or default_ttl)
-                self.dispatcher.enqueue(Active(req, QUEUED, ttl_at=ttl_at))
+                self.dispatcher.offer(Active(req, QUEUED, ttl_at=ttl_at))
 
     # ------------------------------------------------------------------ deliver_sm
     async def _on_deliver(self, session: Session, pdu: P.Pdu) -> int:

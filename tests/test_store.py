@@ -493,3 +493,23 @@ async def test_postgres_schema_is_created_and_separate() -> None:
         await sa.close()
         await sb.close()
         await drop_pg_schemas([a.rsplit("=", 1)[1], b.rsplit("=", 1)[1]])
+
+
+async def test_pending_page_walks_the_backlog_in_arrival_order(store: Store) -> None:
+    for i in range(7):
+        await store.accept([req(f"p{i}")], [], 3600)          # one commit each: distinct created_at
+    await submit(store, "awaiting-receipt", ["x1"])            # submitted: waits for receipts, not for a send
+    await store.accept([req("retry-me")], [], 3600)
+    await store.retrying("retry-me", time.time() + 60, {"code": "timeout", "status": None, "detail": ""})
+    await store.finish("p3", "rejected", None)
+    seen: list[str] = []
+    cursor: tuple[float, str] = (0.0, "")
+    while True:
+        page = await store.pending_page(cursor, 3)
+        seen += [a.request.id for a in page]
+        if len(page) < 3:
+            break
+        cursor = (page[-1].created_at, page[-1].request.id)
+    assert seen == ["p0", "p1", "p2", "p4", "p5", "p6", "retry-me"]
+    retry = (await store.pending_page((0.0, ""), 100))[-1]
+    assert retry.state == "retrying" and retry.next_attempt_at is not None and retry.created_at > 0

@@ -205,9 +205,18 @@ CREATE TABLE instances (
 );
 """
 
-# step 2: the opt-out list (compliance, store/optouts.py); step 3: ownership and leases
-SQLITE: list[str] = [SQLITE_V1, SQLITE_V2, SQLITE_V3]
-POSTGRES: list[str] = [POSTGRES_V1, POSTGRES_V2, POSTGRES_V3]
+# the dispatcher pages through the stored backlog in arrival order (Store.pending_page)
+SQLITE_V4 = """
+CREATE INDEX IF NOT EXISTS messages_pending ON messages(created_at, id) WHERE final = 0;
+"""
+
+POSTGRES_V4 = """
+CREATE INDEX messages_pending ON messages(created_at, id) WHERE NOT final;
+"""
+
+# step 2: the opt-out list (compliance, store/optouts.py); step 3: ownership and leases; step 4: backlog paging
+SQLITE: list[str] = [SQLITE_V1, SQLITE_V2, SQLITE_V3, SQLITE_V4]
+POSTGRES: list[str] = [POSTGRES_V1, POSTGRES_V2, POSTGRES_V3, POSTGRES_V4]
 
 
 class MigrationError(StoreError):

@@ -92,7 +92,7 @@ _EMIT = ("WITH e AS (INSERT INTO events(msg_id, state, at, payload) VALUES ($1, 
          "COALESCE((SELECT owner FROM messages WHERE id=$1), $6))")
 # instances whose liveness lease expired: their messages and outbox rows may be claimed
 _DEAD = "SELECT instance FROM instances WHERE alive_until < $2 AND instance <> $1"
-_ACTIVE = "SELECT id, req, state, smsc, attempt, ttl_at, next_attempt_at FROM messages"
+_ACTIVE = "SELECT id, req, state, smsc, attempt, ttl_at, next_attempt_at, created_at FROM messages"
 
 
 def parse_url(url: str) -> tuple[str, str | None]:
@@ -590,9 +590,16 @@ class PostgresStore(GroupCommitWriter):
             submitted.setdefault(msg_id, {})[int(idx)] = smsc_id
         return [
             Active(Request.from_json(orjson.loads(r[1])), r[2], r[3], int(r[4]), float(r[5]),
-                   submitted.get(r[0], {}), r[6])
+                   submitted.get(r[0], {}), r[6], float(r[7]))
             for r in msgs
         ]
+
+    async def pending_page(self, after: tuple[float, str], limit: int) -> list[Active]:
+        """Up to ``limit`` of this instance's non-final messages stored after ``after`` = (created_at, id), in
+        arrival order (the dispatcher pages through a backlog too large to hold in memory)."""
+        return await self._load("WHERE NOT final AND state IN ('queued', 'retrying') AND owner = $1 "
+                                "AND (created_at, id) > ($2, $3) "
+                                "ORDER BY created_at, id LIMIT $4", self.instance, after[0], after[1], limit)
 
     async def trace(self, msg_id: str) -> dict[str, Any] | None:
         async with self._read().acquire() as c, c.transaction(isolation="repeatable_read", readonly=True):

@@ -356,6 +356,29 @@ class SqliteStore(GroupCommitWriter):
             for r in msgs
         ]
 
+    async def pending_page(self, after: tuple[float, str], limit: int) -> list[Active]:
+        """Up to ``limit`` messages still to be submitted (queued or retrying; a submitted one only waits for
+        receipts) stored after ``after`` = (created_at, id), in arrival order: the dispatcher pages through
+        a backlog too large to hold in memory, and through the stored backlog at start."""
+        assert self._db is not None
+        msgs = list(await self._db.execute_fetchall(
+            "SELECT id, req, state, smsc, attempt, ttl_at, next_attempt_at, created_at FROM messages "
+            "WHERE final = 0 AND state IN ('queued', 'retrying') AND (created_at > ? OR (created_at = ? AND id > ?)) "
+            "ORDER BY created_at, id LIMIT ?",
+            (after[0], after[0], after[1], limit)))
+        submitted: dict[str, dict[int, str]] = {}
+        if msgs:
+            marks = ",".join("?" * len(msgs))
+            for msg_id, idx, smsc_id in await self._db.execute_fetchall(
+                    f"SELECT msg_id, idx, smsc_message_id FROM parts WHERE msg_id IN ({marks}) "
+                    "AND smsc_message_id IS NOT NULL", [r[0] for r in msgs]):
+                submitted.setdefault(msg_id, {})[int(idx)] = smsc_id
+        return [
+            Active(Request.from_json(orjson.loads(r[1])), r[2], r[3], int(r[4]), float(r[5]),
+                   submitted.get(r[0], {}), r[6], float(r[7]))
+            for r in msgs
+        ]
+
     # one engine instance per SQLite file: nothing is shared, so nothing to lease or claim
     shared = False
 
