@@ -35,14 +35,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import orjson  # noqa: E402
 from harness import (  # noqa: E402
     BenchBroker,
     Child,
     RawMqtt,
     SinkCeiling,
     StatusTracker,
-    bound_sessions,
+    connect_load_clients,
     control_up,
     cpu_seconds,
     engine_child,
@@ -167,24 +166,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         tag = f"e{os.getpid()}x{int(time.time()) % 100000}"
         tracker = StatusTracker(tag, n, keep_submit_at=args.rate > 0)
-        presence: dict[str, str] = {}
-
-        def on_publish(topic: str, payload: bytes, t: float) -> None:
-            if topic.startswith("sms/engine/"):
-                presence[topic.rsplit("/", 1)[1]] = orjson.loads(payload).get("state", "")
-            else:
-                tracker(topic, payload, t)
-
-        sub = await RawMqtt.connect("127.0.0.1", broker.port, f"bench-sub-{tag}", on_publish)
-        await sub.subscribe("sms/status/#", "sms/engine/+")
-
-        async def engine_up() -> bool:
-            if not engine.alive():
-                raise RuntimeError(f"engine exited: {engine.tail()}")
-            return presence.get("bench") == "online" and await bound_sessions(ctl_port) >= args.binds
-
-        await wait_until(engine_up, 30, "the engine online and bound")
-        pub = await RawMqtt.connect("127.0.0.1", broker.port, f"bench-pub-{tag}")
+        sub, pub = await connect_load_clients(broker.port, f"bench-{tag}", tracker, engine, ctl_port, args.binds)
 
         if args.profile:
             spy = pyspy_binary()

@@ -605,3 +605,28 @@ def profile_summary(collapsed: Path, top: int = 30) -> dict[str, Any]:
         "inclusive_pct": [(f, pct(c)) for f, c in incl_c.most_common(3 * top)
                           if "asyncio/" not in f and "runpy" not in f and "cli.py" not in f][:top],
     }
+
+
+async def connect_load_clients(broker_port: int, tag: str, tracker: StatusTracker, engine: Child, ctl_port: int,
+                               binds: int) -> tuple[RawMqtt, RawMqtt]:
+    """The load client's subscriber (status events into ``tracker``) and publisher, once the engine is
+    online (its retained presence) and has ``binds`` sessions bound at the simulator."""
+    presence: dict[str, str] = {}
+
+    def on_publish(topic: str, payload: bytes, t: float) -> None:
+        if topic.startswith("sms/engine/"):
+            presence[topic.rsplit("/", 1)[1]] = orjson.loads(payload).get("state", "")
+        else:
+            tracker(topic, payload, t)
+
+    sub = await RawMqtt.connect("127.0.0.1", broker_port, f"{tag}-sub", on_publish)
+    await sub.subscribe("sms/status/#", "sms/engine/+")
+
+    async def engine_up() -> bool:
+        if not engine.alive():
+            raise RuntimeError(f"engine exited: {engine.tail()}")
+        return presence.get("bench") == "online" and await bound_sessions(ctl_port) >= binds
+
+    await wait_until(engine_up, 30, "the engine online and bound")
+    pub = await RawMqtt.connect("127.0.0.1", broker_port, f"{tag}-pub")
+    return sub, pub
