@@ -1138,24 +1138,13 @@ def parse_sim_args(argv: Sequence[str]) -> SimOptions:
     )
 
 
-async def serve(
-    host: str = "127.0.0.1",
-    port: int = 2775,
-    control_host: str = "127.0.0.1",
-    control_port: int | None = 8775,
-    **sim_kwargs: Any,
-) -> None:
-    """Run a simulator and its control API until cancelled (same as ``smppengine.sim_control.serve``)."""
-    from smppengine.sim_control import serve as _serve
-
-    await _serve(host, port, control_host, control_port, **sim_kwargs)
-
-
 async def run_simulator_cli(opts: SimOptions | Sequence[str]) -> None:
     """Run a simulator (and its control API unless ``control_port`` is None) until cancelled.
 
     ``opts`` is a SimOptions or the ``smppengine sim`` argument list (see :func:`parse_sim_args`).
     """
+    from smppengine.sim_control import serve
+
     if not isinstance(opts, SimOptions):
         opts = parse_sim_args(opts)
     await serve(opts.host, opts.port, opts.control_host, opts.control_port, **opts.simulator_kwargs())
