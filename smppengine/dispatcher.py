@@ -202,9 +202,13 @@ class Dispatcher:
         a.smsc, a.attempt = client.name, attempt
         parts = text.build_parts(segments, client.cfg.concat, ref)
         todo = [i for i in range(len(parts)) if i not in a.submitted]
-        outcomes = await asyncio.gather(
-            *(self._send_part(client, a, i, self._params(client, req, parts[i], segments.data_coding))
-              for i in todo))
+        if len(todo) == 1:         # the usual case: no gather (a task per part) for one part
+            outcomes = [await self._send_part(client, a, todo[0],
+                                              self._params(client, req, parts[todo[0]], segments.data_coding))]
+        else:
+            outcomes = await asyncio.gather(
+                *(self._send_part(client, a, i, self._params(client, req, parts[i], segments.data_coding))
+                  for i in todo))
         failures = [o for o in outcomes if o is not None]
         if not failures or (self.stopping and any(cls == STOPPED for cls, _ in failures)):
             return                  # done, or parts left unsent by a shutdown: resumed at the next start

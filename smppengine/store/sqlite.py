@@ -83,38 +83,59 @@ class SqliteStore(GroupCommitWriter):
         return await self._db._execute(self._apply, batch)  # type: ignore[no-any-return]
 
     def _apply(self, batch: list[Op]) -> list[Any]:
-        """Runs in the database thread: one transaction, a savepoint per operation."""
+        """Runs in the database thread: the whole batch in one transaction.
+
+        The batch is applied straight through; only when an operation raises (not a database failure) is
+        it undone and applied again with a savepoint per operation, so that one bad operation does not undo
+        the others. Two statements per operation saved on the path every message takes.
+        """
         assert self._db is not None
         c = self._db._conn
-        results: list[Any] = []
         c.execute("BEGIN IMMEDIATE")
         try:
-            for fn, args, _ in batch:
-                c.execute("SAVEPOINT op")
-                try:
-                    results.append(fn(c, *args))
-                    c.execute("RELEASE op")
-                except sqlite3.OperationalError:
-                    raise
-                except Exception as exc:  # one bad operation must not undo the others
-                    c.execute("ROLLBACK TO op")
-                    c.execute("RELEASE op")
-                    results.append(exc)
+            try:
+                results = [fn(c, *args) for fn, args, _ in batch]
+            except sqlite3.OperationalError:
+                raise
+            except Exception:  # noqa: BLE001 - redone one by one below, each error goes to its caller
+                c.execute("ROLLBACK")
+                c.execute("BEGIN IMMEDIATE")
+                results = self._apply_each(c, batch)
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:
+                c.execute("ROLLBACK")
             raise
+        return results
+
+    @staticmethod
+    def _apply_each(c: sqlite3.Connection, batch: list[Op]) -> list[Any]:
+        results: list[Any] = []
+        for fn, args, _ in batch:
+            c.execute("SAVEPOINT op")
+            try:
+                results.append(fn(c, *args))
+                c.execute("RELEASE op")
+            except sqlite3.OperationalError:
+                raise
+            except Exception as exc:  # one bad operation must not undo the others
+                c.execute("ROLLBACK TO op")
+                c.execute("RELEASE op")
+                results.append(exc)
         return results
 
     # ---------------------------------------------------------------- helpers (database thread)
     def _emit(self, c: sqlite3.Connection, row: sqlite3.Row | tuple[Any, ...] | None, msg_id: str | None,
-              state: str, err: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
-        """Record a status event and queue it for publishing, in the caller's transaction."""
+              state: str, err: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+              ids: list[str] | None = None) -> None:
+        """Record a status event and queue it for publishing, in the caller's transaction; ``ids`` (the
+        SMSC message ids in part order) when the caller has them, else they are read."""
         now = time.time()
         if row is not None:
-            ids = [r[0] for r in c.execute(
+            if ids is None:
+                ids = [r[0] for r in c.execute(
                 "SELECT smsc_message_id FROM parts WHERE msg_id=? AND smsc_message_id IS NOT NULL ORDER BY idx",
-                (msg_id,))] if row[5] else []
+                    (msg_id,))] if row[5] else []
             event = status_event(msg_id, state, now, orjson.loads(row[1]), row[4], row[5], row[6], ids, err, extra)
         else:
             event = status_event(msg_id, state, now, None, None, 0, 0, [], err, extra)
@@ -131,12 +152,12 @@ class SqliteStore(GroupCommitWriter):
 
     def _set_state(self, c: sqlite3.Connection, msg_id: str, state: str, final: bool,
                    err: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
-                   row: tuple[Any, ...] | None = None) -> None:
+                   row: tuple[Any, ...] | None = None, ids: list[str] | None = None) -> None:
         """Change the state and emit its event; ``row`` (from :meth:`_row`, read in this transaction) saves
         reading it again: only state/final change here, and the event does not use them."""
         c.execute("UPDATE messages SET state=?, final=?, error=?, updated_at=? WHERE id=?",
                   (state, int(final), orjson.dumps(err) if err else None, time.time(), msg_id))
-        self._emit(c, row if row is not None else self._row(c, msg_id), msg_id, state, err, extra)
+        self._emit(c, row if row is not None else self._row(c, msg_id), msg_id, state, err, extra, ids)
 
     def _bump(self, c: sqlite3.Connection, name: str, by: int = 1) -> None:
         c.execute("INSERT INTO counters(name, value) VALUES (?, ?) "
@@ -181,11 +202,15 @@ class SqliteStore(GroupCommitWriter):
         return await self._call(self._begin_attempt, msg_id, smsc, parts, ref)
 
     def _begin_attempt(self, c: sqlite3.Connection, msg_id: str, smsc: str, parts: int, ref: int) -> tuple[int, int]:
-        c.execute("UPDATE messages SET smsc=?, parts=?, attempt=attempt+1, ref=COALESCE(ref, ?), updated_at=?"
-                  " WHERE id=?", (smsc, parts, ref, time.time(), msg_id))
-        c.executemany("INSERT OR IGNORE INTO parts(msg_id, idx) VALUES (?,?)", [(msg_id, i) for i in range(parts)])
-        row = c.execute("SELECT attempt, ref FROM messages WHERE id=?", (msg_id,)).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, ref)
+        row = c.execute("UPDATE messages SET smsc=?, parts=?, attempt=attempt+1, ref=COALESCE(ref, ?), updated_at=?"
+                        " WHERE id=? RETURNING attempt, ref", (smsc, parts, ref, time.time(), msg_id)).fetchone()
+        if row is None:
+            return 0, ref
+        if parts == 1:
+            c.execute("INSERT OR IGNORE INTO parts(msg_id, idx) VALUES (?,0)", (msg_id,))
+        else:
+            c.executemany("INSERT OR IGNORE INTO parts(msg_id, idx) VALUES (?,?)", [(msg_id, i) for i in range(parts)])
+        return int(row[0]), int(row[1])
 
     async def part_submitted(self, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
         await self._call(self._part_submitted, msg_id, idx, smsc, smsc_id)
@@ -205,11 +230,13 @@ class SqliteStore(GroupCommitWriter):
         row = self._row(c, msg_id)
         if row is None:
             return
-        pending = 0 if row[5] <= 1 else c.execute(
+        single = row[5] <= 1
+        pending = 0 if single else c.execute(
             "SELECT COUNT(*) FROM parts WHERE msg_id=? AND smsc_message_id IS NULL", (msg_id,)).fetchone()[0]
         if pending == 0 and not row[3] and row[2] not in (SUBMITTED, ENROUTE):
             dlr = orjson.loads(row[1]).get("dlr", True)
-            self._set_state(c, msg_id, SUBMITTED, final=not dlr, row=row)
+            self._set_state(c, msg_id, SUBMITTED, final=not dlr, row=row,
+                            ids=[smsc_id] if single and idx == 0 else None)
         if not self._held:
             return
         # receipts that arrived before this resp was stored
@@ -276,10 +303,10 @@ class SqliteStore(GroupCommitWriter):
         if row is None or row[3]:
             self._bump(c, "receipts_late")
             return "late"
-        states = [r[0] for r in c.execute("SELECT state FROM parts WHERE msg_id=?", (msg_id,))]
-        change = after_receipt(states, receipt, row[2])
+        parts = c.execute("SELECT state, smsc_message_id FROM parts WHERE msg_id=? ORDER BY idx", (msg_id,)).fetchall()
+        change = after_receipt([p[0] for p in parts], receipt, row[2])
         if change is not None:
-            self._set_state(c, msg_id, *change, row=row)
+            self._set_state(c, msg_id, *change, row=row, ids=[p[1] for p in parts if p[1] is not None])
         return "matched"
 
     async def mo(self, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
