@@ -7,8 +7,8 @@ import asyncio
 import aiomqtt
 import structlog
 
-from .mqtt import MqttLink
-from .store import Store
+from .mqtt import BatchAck, MqttLink
+from .store import Store, StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -17,46 +17,97 @@ SHARED_POLL_S = 0.1     # shared store: longest delay of an event another instan
 
 
 class Publisher:
+    """Publishes the outbox in seq order with several batches in flight (up to the broker's Receive
+    Maximum), so that publishing is not a stop-and-wait of one batch per broker round trip and commit.
+    A batch's rows are deleted once the broker acknowledged all of it; after a disconnect or a failed
+    publish everything not deleted is published again (status events are at-least-once)."""
+
     def __init__(self, store: Store, link: MqttLink) -> None:
         self.store = store
         self.link = link
         self.published = 0
         self.idle = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._in_msgs = 0            # messages handed to the broker and not yet acknowledged
+        self._failed = False
 
     async def run(self) -> None:
         last = 0
         ready = self.store.outbox_ready
-        while True:
-            if not self.link.connected.is_set():
-                last = 0          # unacknowledged events are published again after a reconnect
-                await self.link.connected.wait()
-            ready.clear()
-            # A shared store has other writers: one may commit a row for this instance with a lower seq after a
-            # higher one was read, so read from the start (the previous batch is deleted by now) not from `last`.
-            after = 0 if self.store.shared else last
-            rows = await self.store.outbox_fetch(after, min(BATCH, self.link.receive_maximum))
-            if not rows:
-                self.idle.set()
-                waiter = asyncio.ensure_future(ready.wait())
-                gone = asyncio.ensure_future(self.link.disconnected.wait())
-                # outbox_ready tells of this process's own commits only; on a shared store other instances also
-                # write rows for this one (a receipt correlated there for a message owned here): poll as well
-                await asyncio.wait({waiter, gone}, timeout=SHARED_POLL_S if self.store.shared else None,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                gone.cancel()
-                continue
-            self.idle.clear()
-            try:
-                await self.link.publish_batch([(topic, payload) for _, topic, payload in rows])
-            except (aiomqtt.MqttError, TimeoutError) as exc:
-                log.warning("publish_failed", error=str(exc), pending=len(rows))
-                last = 0
-                await asyncio.sleep(0.2)
-                continue
-            last = rows[-1][0]
-            self.published += len(rows)
-            await self.store.outbox_delete([seq for seq, _, _ in rows])
+        try:
+            while True:
+                if self._failed or not self.link.connected.is_set():
+                    await self._settle()            # let the batches in flight end (acked or failed)
+                    if self._failed:
+                        self._failed = False
+                        await asyncio.sleep(0.2)
+                    last = 0      # unacknowledged events are published again after a reconnect
+                    await self.link.connected.wait()
+                    continue
+                room = min(BATCH, self.link.receive_maximum - self._in_msgs)
+                # A shared store has other writers: one may commit a row for this instance with a lower seq
+                # after a higher one was read, so read from the start (after the previous batch is deleted),
+                # one batch at a time, not from `last`.
+                if room <= 0 or (self.store.shared and self._inflight):
+                    await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                ready.clear()
+                rows = await self.store.outbox_fetch(0 if self.store.shared else last, room)
+                if not rows:
+                    await self._wait_for_work(ready)
+                    continue
+                self.idle.clear()
+                try:
+                    ack = self.link.publish_start([(topic, payload) for _, topic, payload in rows])
+                except aiomqtt.MqttError as exc:
+                    log.warning("publish_failed", error=str(exc), pending=len(rows))
+                    self._failed = True
+                    continue
+                last = rows[-1][0]
+                self._in_msgs += len(rows)
+                task = asyncio.create_task(self._finish(ack, [seq for seq, _, _ in rows]))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+        finally:
+            for t in self._inflight:
+                t.cancel()
+
+    async def _finish(self, ack: BatchAck, seqs: list[int]) -> None:
+        try:
+            await self.link.publish_wait(ack)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.warning("publish_failed", error=str(exc), pending=len(seqs))
+            self._failed = True
+            return
+        finally:
+            self._in_msgs -= len(seqs)
+        self.published += len(seqs)
+        try:
+            await self.store.outbox_delete(seqs)
+        except StoreError as exc:         # published but not deleted: published again after a restart
+            log.warning("outbox_delete_failed", error=str(exc), count=len(seqs))
+
+    async def _settle(self) -> None:
+        if self._inflight:
+            await asyncio.wait(set(self._inflight))
+
+    async def _wait_for_work(self, ready: asyncio.Event) -> None:
+        """Nothing to publish: wait for a commit that wrote outbox rows, a disconnect, or (shared store) the
+        poll interval; meanwhile the batches in flight finish."""
+        if not self._inflight:
+            self.idle.set()
+        waiter = asyncio.ensure_future(ready.wait())
+        gone = asyncio.ensure_future(self.link.disconnected.wait())
+        # outbox_ready tells of this process's own commits only; on a shared store other instances also
+        # write rows for this one (a receipt correlated there for a message owned here): poll as well
+        try:
+            await asyncio.wait({waiter, gone, *self._inflight}, timeout=SHARED_POLL_S if self.store.shared else None,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            gone.cancel()
+        if not self._inflight and not ready.is_set():
+            self.idle.set()
 
     async def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty (bounded); True when it is."""
