@@ -27,7 +27,8 @@ class Publisher:
         self.link = link
         self.published = 0
         self.idle = asyncio.Event()
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[bool]] = set()
+        self._last_task: asyncio.Task[bool] | None = None
         self._in_msgs = 0            # messages handed to the broker and not yet acknowledged
         self._failed = False
 
@@ -42,6 +43,7 @@ class Publisher:
                         self._failed = False
                         await asyncio.sleep(0.2)
                     last = 0      # unacknowledged events are published again after a reconnect
+                    self._last_task = None
                     await self.link.connected.wait()
                     continue
                 room = min(BATCH, self.link.receive_maximum - self._in_msgs)
@@ -65,27 +67,41 @@ class Publisher:
                     continue
                 last = rows[-1][0]
                 self._in_msgs += len(rows)
-                task = asyncio.create_task(self._finish(ack, [seq for seq, _, _ in rows]))
+                task = asyncio.create_task(self._finish(ack, [seq for seq, _, _ in rows], self._last_task))
+                self._last_task = task
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
         finally:
             for t in self._inflight:
                 t.cancel()
 
-    async def _finish(self, ack: BatchAck, seqs: list[int]) -> None:
+    async def _finish(self, ack: BatchAck, seqs: list[int], prev: asyncio.Task[bool] | None) -> bool:
+        """Wait for the batch's PUBACKs, then (after the batch before it, so that the store hears of batches
+        in the order they were fetched) delete its rows. False when it or an earlier batch failed."""
         try:
             await self.link.publish_wait(ack)
+            ok = True
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.warning("publish_failed", error=str(exc), pending=len(seqs))
             self._failed = True
-            return
+            ok = False
         finally:
             self._in_msgs -= len(seqs)
+        if prev is not None:
+            try:
+                prev_ok = await asyncio.shield(prev)
+            except asyncio.CancelledError:
+                prev_ok = False
+            if not prev_ok:
+                ok = False       # published again from the first unacknowledged row
+        if not ok:
+            return False
         self.published += len(seqs)
         try:
             await self.store.outbox_delete(seqs)
         except StoreError as exc:         # published but not deleted: published again after a restart
             log.warning("outbox_delete_failed", error=str(exc), count=len(seqs))
+        return True
 
     async def _settle(self) -> None:
         if self._inflight:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import asyncpg
 import orjson
 import pytest
@@ -21,7 +22,7 @@ import pytest
 from smppengine.model import Rejection, Request
 from smppengine.receipts import Receipt
 from smppengine.store import Store, StoreError, open_store
-from smppengine.store.migrations import POSTGRES, SQLITE, SQLITE_V1
+from smppengine.store.migrations import POSTGRES, SQLITE, SQLITE_V1, migrate_sqlite
 
 from .helpers import PG_URL, drop_pg_schemas, pg_store_url
 
@@ -304,13 +305,60 @@ async def test_outbox_fetch_and_delete_in_order(store: Store) -> None:
     assert await store.outbox_fetch(0, 2) == rows[:2]
     assert await store.outbox_fetch(seqs[2], 2) == rows[3:5]
     assert await store.outbox_fetch(seqs[-1], 10) == []
-    await store.outbox_delete([seqs[0], seqs[3]])
-    assert await store.outbox_fetch(0, 100) == [rows[1], rows[2], rows[4], rows[5]]
+    # the publisher reports acknowledged batches in the order it fetched them
+    await store.outbox_delete(seqs[:2])
+    assert await store.outbox_fetch(0, 100) == rows[2:]
+    await store.outbox_delete(seqs[2:5])
+    assert await store.outbox_fetch(0, 100) == rows[5:]
     await store.outbox_delete([s for s, _, _ in await store.outbox_fetch(0, 100)])
     assert await store.outbox_fetch(0, 100) == []
+    assert (await store.stats(0))["outbox"] == 0
     await store.accept([req("later")], [], 3600)
     [(seq, topic, _)] = await store.outbox_fetch(0, 100)
     assert seq > seqs[-1] and topic == "sms/status/later"
+    assert (await store.stats(0))["outbox"] == 1
+    # the history keeps every event of a message after it was published
+    assert [e["state"] for e in (await store.trace("m0") or {})["events"]] == ["queued"]
+
+
+async def test_sqlite_published_mark_survives_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    s = open_store(path, "sms")
+    await s.open()
+    await s.accept([req(f"m{i}") for i in range(4)], [], 3600)
+    rows = await s.outbox_fetch(0, 100)
+    await s.outbox_delete([seq for seq, _, _ in rows[:3]])
+    await s.close()
+    s = open_store(path, "sms")
+    await s.open()
+    try:
+        assert await s.outbox_fetch(0, 100) == rows[3:]
+        await s.accept([req("m9")], [], 3600)
+        assert [t for _, t, _ in await s.outbox_fetch(0, 100)] == ["sms/status/m3", "sms/status/m9"]
+    finally:
+        await s.close()
+
+
+async def test_sqlite_outbox_rows_of_an_older_schema_are_kept_by_the_upgrade(tmp_path: Path) -> None:
+    """Events waiting in the version-4 outbox table are published after the upgrade to the journal (step 5),
+    and the events already in the history are not published again."""
+    path = str(tmp_path / "v4.db")
+    db = await aiosqlite.connect(path, isolation_level=None)
+    await migrate_sqlite(db, SQLITE[:4])
+    await db.execute("INSERT INTO events(msg_id, state, at, payload) VALUES ('old', 'queued', 1.0, ?)", (b"{}",))
+    for topic, n in (("sms/status/w1", 1), ("sms/inbound", 2)):
+        await db.execute("INSERT INTO outbox(topic, payload) VALUES (?, ?)", (topic, orjson.dumps({"n": n})))
+    await db.close()
+    s = open_store(path, "sms")
+    await s.open()
+    try:
+        rows = await s.outbox_fetch(0, 100)
+        assert [(t, orjson.loads(p)) for _, t, p in rows] == [("sms/status/w1", {"n": 1}), ("sms/inbound", {"n": 2})]
+        await s.accept([req("new")], [], 3600)
+        assert [t for _, t, _ in await s.outbox_fetch(rows[-1][0], 100)] == ["sms/status/new"]
+    finally:
+        await s.close()
+    assert await _schema_versions(path) == list(range(1, len(SQLITE) + 1))
 
 
 async def test_outbox_ready_is_set_after_a_commit_that_adds_events(store: Store) -> None:

@@ -214,9 +214,43 @@ POSTGRES_V4 = """
 CREATE INDEX messages_pending ON messages(created_at, id) WHERE NOT final;
 """
 
-# step 2: the opt-out list (compliance, store/optouts.py); step 3: ownership and leases; step 4: backlog paging
-SQLITE: list[str] = [SQLITE_V1, SQLITE_V2, SQLITE_V3, SQLITE_V4]
-POSTGRES: list[str] = [POSTGRES_V1, POSTGRES_V2, POSTGRES_V3, POSTGRES_V4]
+# step 5 (SQLite): the outbox is the event journal itself. An event was written twice (events for the history,
+# outbox for publishing) and its outbox row deleted after the PUBACK: three statements per event. Now it is
+# written once, with its topic, into `events` (seq without AUTOINCREMENT: no sqlite_sequence write per row),
+# and `published` holds the seq up to which the broker acknowledged every event. Events that were waiting in
+# the old outbox are appended after the mark (msg_id NULL: they are not part of a message's history twice).
+# PostgreSQL keeps its owner-scoped outbox table (several instances publish from one store): a no-op there.
+SQLITE_V5 = """
+CREATE TABLE events_v5 (
+    seq INTEGER PRIMARY KEY,
+    msg_id TEXT,
+    state TEXT NOT NULL,
+    at REAL NOT NULL,
+    topic TEXT,
+    payload BLOB NOT NULL
+);
+INSERT INTO events_v5(seq, msg_id, state, at, topic, payload) SELECT seq, msg_id, state, at, NULL, payload FROM events;
+CREATE TABLE published (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    seq INTEGER NOT NULL
+);
+INSERT INTO published(id, seq) SELECT 0, COALESCE(MAX(seq), 0) FROM events_v5;
+INSERT INTO events_v5(msg_id, state, at, topic, payload)
+    SELECT NULL, 'outbox', 0, topic, payload FROM outbox ORDER BY seq;
+DROP TABLE events;
+DROP TABLE outbox;
+ALTER TABLE events_v5 RENAME TO events;
+CREATE INDEX events_msg ON events(msg_id)
+"""
+
+POSTGRES_V5 = """
+SELECT 1
+"""
+
+# step 2: the opt-out list (compliance, store/optouts.py); step 3: ownership and leases; step 4: backlog paging;
+# step 5: SQLite's outbox is its event journal
+SQLITE: list[str] = [SQLITE_V1, SQLITE_V2, SQLITE_V3, SQLITE_V4, SQLITE_V5]
+POSTGRES: list[str] = [POSTGRES_V1, POSTGRES_V2, POSTGRES_V3, POSTGRES_V4, POSTGRES_V5]
 
 
 class MigrationError(StoreError):

@@ -56,6 +56,7 @@ class SqliteStore(GroupCommitWriter):
         self._db: aiosqlite.Connection | None = None
         self._init_writer()
         self._held = 0        # held receipts (an upper bound): lets part_submitted skip the lookup when none
+        self._published = 0   # every event up to this seq was acknowledged by the broker
 
     # ---------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -66,6 +67,8 @@ class SqliteStore(GroupCommitWriter):
         await migrate_sqlite(self._db)
         held = await self._db.execute_fetchall("SELECT COUNT(DISTINCT uid) FROM held_receipts")
         self._held = int(list(held)[0][0])
+        mark = await self._db.execute_fetchall("SELECT seq FROM published WHERE id=0")
+        self._published = int(list(mark)[0][0])
         self._start_writer()
         self.outbox_ready.set()
 
@@ -139,10 +142,10 @@ class SqliteStore(GroupCommitWriter):
             event = status_event(msg_id, state, now, orjson.loads(row[1]), row[4], row[5], row[6], ids, err, extra)
         else:
             event = status_event(msg_id, state, now, None, None, 0, 0, [], err, extra)
-        payload = orjson.dumps(event)
-        c.execute("INSERT INTO events(msg_id, state, at, payload) VALUES (?,?,?,?)", (msg_id, state, now, payload))
         topic = f"{self.prefix}/status/{msg_id if msg_id is not None else '_invalid'}"
-        c.execute("INSERT INTO outbox(topic, payload) VALUES (?,?)", (topic, payload))
+        # one row: the message's history and, while its seq is above the published mark, the outbox
+        c.execute("INSERT INTO events(msg_id, state, at, topic, payload) VALUES (?,?,?,?,?)",
+                  (msg_id, state, now, topic, orjson.dumps(event)))
         self._outbox_added = True
 
     @staticmethod
@@ -336,7 +339,8 @@ class SqliteStore(GroupCommitWriter):
                "text": text.decode(data, data_coding, default_alphabet), "smsc": smsc, "received_at": iso(now)}
         if optout is not None:
             optouts.mo_sqlite(c, msg, optout, now)
-        c.execute("INSERT INTO outbox(topic, payload) VALUES (?,?)", (f"{self.prefix}/inbound", orjson.dumps(msg)))
+        c.execute("INSERT INTO events(msg_id, state, at, topic, payload) VALUES (NULL,'mo',?,?,?)",
+                  (now, f"{self.prefix}/inbound", orjson.dumps(msg)))
         self._bump(c, "mo_received")
         self._outbox_added = True
         return msg
@@ -354,18 +358,24 @@ class SqliteStore(GroupCommitWriter):
     async def optout_remove(self, keys: list[tuple[str, str]]) -> int:
         return await self._call(optouts.remove_sqlite, keys)
 
+    # The outbox is the tail of the event journal above the published mark (migration step 5): a publisher
+    # batch acknowledged by the broker moves the mark (one UPDATE per batch, not a DELETE per event). The
+    # publisher reports batches in the order it fetched them, each right after the previous one.
     async def outbox_fetch(self, after: int, limit: int) -> list[tuple[int, str, bytes]]:
         assert self._db is not None
         rows = await self._db.execute_fetchall(
-            "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
+            "SELECT seq, topic, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (max(after, self._published), limit))
         return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     async def outbox_delete(self, seqs: list[int]) -> None:
-        await self._call(self._outbox_delete, seqs)
+        if seqs and max(seqs) > self._published:
+            await self._call(self._mark_published, max(seqs))
 
-    @staticmethod
-    def _outbox_delete(c: sqlite3.Connection, seqs: list[int]) -> None:
-        c.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in seqs])
+    def _mark_published(self, c: sqlite3.Connection, seq: int) -> None:
+        if seq > self._published:
+            c.execute("UPDATE published SET seq=? WHERE id=0 AND seq<?", (seq, seq))
+            self._published = seq
 
     async def recover(self) -> list[Active]:
         assert self._db is not None
@@ -454,7 +464,7 @@ class SqliteStore(GroupCommitWriter):
             "SELECT state, COALESCE(smsc, ''), COUNT(*) FROM messages WHERE final=1 AND updated_at >= ? "
             "GROUP BY 1, 2", (since,))
         counters = await self._db.execute_fetchall("SELECT name, value FROM counters")
-        outbox = await self._db.execute_fetchall("SELECT COUNT(*) FROM outbox")
+        outbox = await self._db.execute_fetchall("SELECT COUNT(*) FROM events WHERE seq > ?", (self._published,))
         held = await self._db.execute_fetchall("SELECT COUNT(DISTINCT uid) FROM held_receipts")
         return {
             "queue": [{"state": s, "smsc": m, "count": n} for s, m, n in active],
