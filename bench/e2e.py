@@ -139,6 +139,24 @@ def lat_stats(values: list[float], prefix: str) -> dict[str, float]:
             f"{prefix}max_ms": round(ms[-1], 2) if ms else float("nan")}
 
 
+def pin_others(pin: str | None, pids: list[int | None]) -> str | None:
+    """With the engine pinned, keep the broker, the simulator and this load client off its CPUs (on the
+    rest), so that the engine has its core to itself; returns the CPUs they were given."""
+    if not pin:
+        return None
+    engine_cpus: set[int] = set()
+    for part in pin.split(","):
+        lo, _, hi = part.partition("-")
+        engine_cpus.update(range(int(lo), int(hi or lo) + 1))
+    rest = set(os.sched_getaffinity(0)) - engine_cpus
+    if not rest:
+        return None
+    for pid in pids:
+        if pid is not None:
+            os.sched_setaffinity(pid, rest)
+    return ",".join(str(c) for c in sorted(rest))
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     n = args.n
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -163,6 +181,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         engine = engine_child(work, cfg, args.pin)
         children.append(engine)
         await engine.start()
+        out["others_on"] = pin_others(args.pin, [broker.proc.pid if broker.proc else None, sim.pid, os.getpid()])
 
         tag = f"e{os.getpid()}x{int(time.time()) % 100000}"
         tracker = StatusTracker(tag, n, keep_submit_at=args.rate > 0)

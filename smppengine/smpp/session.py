@@ -70,6 +70,7 @@ class Session:
         self._pending: dict[int, asyncio.Future[P.Pdu]] = {}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._wbuf: list[bytes] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timeouts = 0
         self._last_rx = time.monotonic()
@@ -85,9 +86,19 @@ class Session:
         return self._seq
 
     def _send(self, pdu: P.Pdu) -> None:
+        """Queue a PDU for the socket. PDUs queued in one turn of the event loop leave in one write (one
+        system call for a burst of submit_sm and deliver_sm_resp instead of one each), at the end of it."""
         if self._writer is None or self._writer.is_closing():
             raise SessionClosed(self.close_reason or "not connected")
-        self._writer.write(P.encode(pdu))
+        if not self._wbuf:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._wbuf.append(P.encode(pdu))
+
+    def _flush(self) -> None:
+        data, self._wbuf = self._wbuf, []
+        w = self._writer
+        if w is not None and not w.is_closing() and data:
+            w.writelines(data)
 
     async def _drain(self) -> None:
         w = self._writer
@@ -138,6 +149,7 @@ class Session:
         self.bound = False
         self.closed.set()
         if self._writer is not None:
+            self._flush()              # what was queued (an unbind_resp, a generic_nack) still goes out
             self._writer.close()
         for fut in self._pending.values():
             if not fut.done():
