@@ -196,6 +196,9 @@ class Engine:
                 self.metrics.receipt(smsc.name, "", "", "unparsable")
                 log.warning("receipt_unparsable", smsc=smsc.name, session=session.id, seq=pdu.seq, error=str(exc))
                 return 0
+            client = self.clients.get(smsc.name)
+            if client is not None:
+                await client.resp_seen(receipt.message_id)    # a receipt that overtook its resp waits for it
             outcome = await self.store.receipt(smsc.name, receipt)
             self.counters["receipts"] += 1
             self.metrics.receipt(smsc.name, receipt.message_id, receipt.stat, outcome)

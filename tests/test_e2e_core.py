@@ -78,6 +78,25 @@ async def test_thousand_mixed_texts_each_delivered_once(tmp_path: Path, broker: 
         assert finals[0]["parts"] == len(recs)
 
 
+async def test_receipts_overtaking_their_resp_on_another_bind_are_not_held(
+        tmp_path: Path, broker: Mosquitto, sim: Simulator) -> None:
+    """The simulator sends receipts round-robin over both binds at once: a receipt often arrives on one
+    bind before its resp on the other. The engine waits for that resp in memory instead of holding the
+    receipt in the store; every message still ends delivered once."""
+    cfg = make_config(str(tmp_path / "e.db"), broker.url, [smsc("a", sim.port, binds=2, window=50)])
+    ids = [f"m{i}" for i in range(400)]
+    async with Watcher(broker.url) as w, running_engine(cfg) as engine:
+        await wait_bound(engine)
+        await eventually(lambda: engine.clients["a"].bound_sessions == 2)
+        for i in ids:
+            await w.publish({"id": i, "to": "+15550001111", "text": f"hello {i}"})
+        await w.wait_final(ids, timeout=60)
+        for i in ids:
+            assert [e["state"] for e in w.final(i)] == ["delivered"], w.states(i)
+        assert engine.counters["receipts"] == len(ids)
+        assert engine.counters["receipts_held"] == 0
+
+
 async def test_receipt_before_resp_and_decimal_receipt_ids(tmp_path: Path, broker: Mosquitto) -> None:
     sim = Simulator(credentials={"acme": "secret"}, id_format="hex", receipt_id_format="dec",
                     first_message_id=0xABC000)

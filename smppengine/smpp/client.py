@@ -8,13 +8,16 @@ account-wide bucket, then sends.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ..config import SmscConfig
+from ..receipts import receipt_id_keys
 from ..retry import reconnect_delay
 from ..throttle import AdaptiveRate, SendLog, TokenBucket
 from . import pdu as P
@@ -24,6 +27,10 @@ if TYPE_CHECKING:
     from ..metrics import Metrics
 
 log = structlog.get_logger(__name__)
+
+ANSWERED_KEYS_KEPT = 50_000    # receipt keys of recently answered submits (2-3 per submit)
+RESP_WAIT_S = 0.1              # longest wait of a receipt for its resp (some SMSCs send the resp only after
+                               # the receipt's deliver_sm_resp: then the store holds the receipt)
 
 
 class SmscClient:
@@ -44,6 +51,14 @@ class SmscClient:
         self.throttle_pauses = 0
         self.up = asyncio.Event()
         self.metrics: Metrics | None = None       # set by the engine
+        # submits sent and not answered yet (ordinals in send order), and the receipt keys of the SMSC message
+        # ids answered lately: a receipt that overtook its resp waits for it here (resp_seen) instead of being
+        # held in the store and matched again when the resp is committed
+        self._sent = 0
+        self._unanswered: dict[int, None] = {}
+        self._answered_keys: dict[str, None] = {}
+        self._key_waiters: dict[str, asyncio.Future[None]] = {}                # receipt key -> its waiter
+        self._horizon_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # (last ordinal sent before)
 
     # ------------------------------------------------------------------ binds
     def start(self) -> None:
@@ -176,12 +191,70 @@ class SmscClient:
         if not best.bound:
             best.reserved -= 1
             raise SessionClosed(best.close_reason or "session closed while waiting for a token")
-        if self.metrics is None:
-            return await best.submit(params)
-        self.metrics.submit_sent(self.name, best.id)
-        resp = await best.submit(params)
-        self.metrics.resp(self.name, best.id, resp.command, resp.status)
-        return resp
+        self._sent += 1
+        ordinal = self._sent
+        self._unanswered[ordinal] = None
+        resp: P.Pdu | None = None
+        try:
+            if self.metrics is not None:
+                self.metrics.submit_sent(self.name, best.id)
+            resp = await best.submit(params)
+            if self.metrics is not None:
+                self.metrics.resp(self.name, best.id, resp.command, resp.status)
+            return resp
+        finally:
+            self._answered(ordinal, resp)
+
+    # ------------------------------------------------------------------ receipts that overtake their resp
+    def _answered(self, ordinal: int, resp: P.Pdu | None) -> None:
+        """Called in the sending task as its submit ends, before the caller stores the resp: a receipt task
+        woken here runs after that store operation was queued, so the receipt is applied after it."""
+        del self._unanswered[ordinal]
+        if resp is not None and resp.status == 0 and resp.command == "submit_sm_resp":
+            keys = self._answered_keys
+            waiting = self._key_waiters
+            for k in receipt_id_keys(str(resp.params.get("message_id", ""))):
+                keys[k] = None
+                if waiting:
+                    w = waiting.pop(k, None)
+                    if w is not None and not w.done():
+                        w.set_result(None)
+            if len(keys) > ANSWERED_KEYS_KEPT:
+                for k in list(itertools.islice(keys, len(keys) - ANSWERED_KEYS_KEPT)):
+                    del keys[k]
+        hw = self._horizon_waiters
+        if hw:
+            lowest = next(iter(self._unanswered), self._sent + 1)
+            while hw and hw[0][0] < lowest:
+                w = hw.popleft()[1]
+                if not w.done():
+                    w.set_result(None)
+
+    async def resp_seen(self, message_id: str) -> None:
+        """A receipt arrived for ``message_id``: return once the resp that carries this id has been handled
+        (at once when it already was, the usual case), or once every submit sent before the receipt
+        arrived has been answered (the receipt is then for an older message, or a resp this process never
+        saw: the store holds it), at most RESP_WAIT_S. SMSCs send receipts on any bind, often before the
+        resp on another bind; waiting a few milliseconds here saves holding them in the store."""
+        if not self._unanswered:
+            return
+        keys = receipt_id_keys(message_id)
+        known = self._answered_keys
+        if not keys or any(k in known for k in keys):
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        for k in keys:
+            self._key_waiters[k] = waiter
+        self._horizon_waiters.append((self._sent, waiter))
+        timer = loop.call_later(RESP_WAIT_S, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            for k in keys:
+                if self._key_waiters.get(k) is waiter:
+                    del self._key_waiters[k]
 
     def on_result(self, status: int) -> float:
         """Feed the adaptive rate with a resp's status; returns the pause (s) after a throttle, else 0."""
@@ -196,3 +269,8 @@ class SmscClient:
         if status == 0:
             self.adaptive.on_success(now)
         return 0.0
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
