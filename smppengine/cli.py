@@ -168,14 +168,17 @@ async def _run_engine(cfg: Config, load: Callable[[], Config] | None = None) -> 
 
     stop = asyncio.Event()
     _install_signals(stop)
+    hup = asyncio.Event()
+    if load is not None:
+        # before the start: a SIGHUP while the engine starts (binds up, broker not yet) must not kill the
+        # process (the default action); it is applied once the start is done
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup.set)
     notifier = Notifier()
     engine = Engine(cfg)
     await engine.start()
     notifier.ready(engine.status_line())
     helpers = [asyncio.create_task(keepalive(notifier, engine.status_line), name="sd-keepalive")]
     if load is not None:
-        hup = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup.set)
         helpers.append(asyncio.create_task(_reload_on_hup(engine, load, hup, notifier), name="reload"))
     try:
         await stop.wait()

@@ -23,6 +23,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from . import paho_speedups
 from .config import MqttConfig
 from .model import iso
 
@@ -30,75 +31,10 @@ log = structlog.get_logger(__name__)
 
 # aiomqtt logs a warning for every publish beyond ten in flight; the outbox publisher keeps hundreds
 # in flight on purpose, so its chatter is kept to errors.
+paho_speedups.apply()
+
 _paho_log = logging.getLogger("smppengine.mqtt.aiomqtt")
 _paho_log.setLevel(logging.ERROR)
-
-
-def share_property_tables() -> bool:
-    """Make paho's ``Properties()`` cheap: it builds three lookup tables (40-odd entries) in every instance,
-    once per MQTT 5 packet read or written (every request, every PUBACK): 6 % of the engine's CPU in the
-    e2e profile. paho only ever reads those tables, so they are built once and shared. Checked against the
-    installed paho: when its ``Properties`` holds anything else, it is left alone (returns False)."""
-    if getattr(Properties.__init__, "_smppengine_shared", False):
-        return True
-    template = Properties(PacketTypes.PUBLISH)
-    if set(vars(template)) != {"packetType", "types", "names", "properties"}:
-        return False
-    types, names, table = template.types, template.names, template.properties
-    setattr_ = object.__setattr__
-
-    def __init__(self: Properties, packetType: int) -> None:
-        setattr_(self, "packetType", packetType)
-        setattr_(self, "types", types)
-        setattr_(self, "names", names)
-        setattr_(self, "properties", table)
-
-    __init__._smppengine_shared = True  # type: ignore[attr-defined]
-    Properties.__init__ = __init__  # type: ignore[method-assign]
-    return True
-
-
-share_property_tables()
-
-
-class BufferedReads:
-    """Fewer system calls for paho's reads. paho reads every packet with several ``recv`` calls (the first
-    byte, each byte of the length, then the rest): three for a 4-byte PUBACK, about 10 % of the engine's CPU
-    in the e2e profile. This reads up to 64 KiB per call and serves paho from that buffer. The socket does
-    not signal "readable" for packets already in the buffer, so ``loop_read`` is repeated until it is empty.
-    """
-
-    __slots__ = ("_recv", "_loop_read", "_paho", "_data", "_pos")
-
-    def __init__(self, paho: Any) -> None:
-        self._paho = paho
-        self._recv = paho._sock_recv
-        self._loop_read = paho.loop_read
-        self._data = b""
-        self._pos = 0
-        paho._sock_recv = self.sock_recv
-        paho.loop_read = self.loop_read
-
-    @property
-    def buffered(self) -> int:
-        return len(self._data) - self._pos
-
-    def sock_recv(self, bufsize: int) -> bytes:
-        if self._pos >= len(self._data):
-            self._data, self._pos = b"", 0
-            data = self._recv(65536)          # BlockingIOError / ConnectionError / b"" as paho expects
-            if not data:
-                return data
-            self._data = data
-        out = self._data[self._pos:self._pos + bufsize]
-        self._pos += len(out)
-        return out
-
-    def loop_read(self, max_packets: int = 1) -> Any:
-        rc = self._loop_read(max_packets)
-        while rc == 0 and self._pos < len(self._data) and self._paho._sock is not None:
-            rc = self._loop_read(max_packets)
-        return rc
 
 
 @dataclass(slots=True)
@@ -162,7 +98,7 @@ class MqttLink:
             max_inflight_messages=0,   # paho: unlimited, and no O(n) walk per PUBACK; the publisher keeps
         )                              # itself within the broker's Receive Maximum instead
         paho = client._client
-        BufferedReads(paho)
+        paho_speedups.BufferedReads(paho)
         paho.manual_ack_set(True)
         aiomqtt_on_connect = paho.on_connect
 

@@ -6,7 +6,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import MQTTException, Properties
 
-from smppengine import mqtt
+from smppengine import paho_speedups as mqtt
 
 
 def test_tables_are_shared_once_the_engine_module_is_loaded() -> None:
@@ -82,3 +82,17 @@ def test_buffered_reads_pass_on_short_reads_eagain_and_eof() -> None:
         buf.sock_recv(3)                         # nothing buffered, nothing on the socket
     assert buf.sock_recv(1) == b""               # EOF reaches paho as an empty read
     assert paho.recv_calls == 3
+
+
+def test_message_infos_share_one_condition_and_still_resolve() -> None:
+    from paho.mqtt.client import MQTTMessageInfo
+
+    assert mqtt.share_message_info_condition() is True
+    a, b = MQTTMessageInfo(1), MQTTMessageInfo(2)
+    assert a._condition is b._condition
+    assert (a.mid, b.mid, a.rc, a.is_published()) == (1, 2, 0, False)
+    a._set_as_published()
+    assert a.is_published() and not b.is_published()
+    a.wait_for_publish(timeout=1)            # returns at once: published
+    b.wait_for_publish(timeout=0.05)         # times out, not published: its own flag, not a's
+    assert not b.is_published()

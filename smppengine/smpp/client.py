@@ -45,6 +45,7 @@ class SmscClient:
         self.adaptive = AdaptiveRate(cfg.tps, now)
         self.sendlog = SendLog()
         self._changed = asyncio.Event()
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()   # senders waiting for a window slot, in order
         self._keepers: list[asyncio.Task[None]] = []
         self._stopping = False
         self.reconnects = 0
@@ -71,7 +72,7 @@ class SmscClient:
     async def _keep(self, sid: str, mode: str) -> None:
         failures = 0
         while not self._stopping:
-            session = Session(self.cfg, sid, mode, self._on_deliver, self._notify)
+            session = Session(self.cfg, sid, mode, self._on_deliver, self._notify, self._slot_freed)
             bind_failed = False
             try:
                 await session.open()
@@ -127,11 +128,27 @@ class SmscClient:
         await self.stop()
 
     def _notify(self) -> None:
+        """A session bound, closed or the client halted: every sender waiting for a slot looks again."""
         self._changed.set()
         if any(s.bound and s.can_submit for s in self.sessions):
             self.up.set()
         else:
             self.up.clear()
+        waiters, self._slot_waiters = self._slot_waiters, deque()
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def _slot_freed(self) -> None:
+        """A submit ended: one window slot is free; wake the longest-waiting sender only (not all of them,
+        each to find the one slot taken)."""
+        self._changed.set()
+        waiters = self._slot_waiters
+        while waiters:
+            w = waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                return
 
     # ------------------------------------------------------------------ state
     @property
@@ -169,9 +186,15 @@ class SmscClient:
             for s in self.sessions:
                 if s.free > 0 and (best is None or s.free > best.free):
                     best = s
-            if best is None:
-                self._changed.clear()
-                await self._changed.wait()
+            if best is None:                       # every window is full: wait in line for a slot
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._slot_waiters.append(waiter)
+                try:
+                    await waiter
+                except BaseException:
+                    if waiter.done() and not waiter.cancelled():
+                        self._slot_freed()         # woken for a slot this sender will not take: pass it on
+                    raise
                 continue
             best.reserve()
             break

@@ -54,7 +54,8 @@ def tls_context(smsc: SmscConfig) -> ssl.SSLContext:
 
 class Session:
     def __init__(self, smsc: SmscConfig, session_id: str, mode: str, on_deliver: DeliverHandler | None,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None,
+                 on_slot_free: Callable[[], None] | None = None) -> None:
         self.smsc = smsc
         self.id = session_id
         self.mode = mode
@@ -66,6 +67,7 @@ class Session:
         self.close_reason = ""
         self._on_deliver = on_deliver
         self._on_change = on_change or (lambda: None)
+        self._on_slot_free = on_slot_free or self._on_change     # a submit ended: one window slot is free
         self._seq = 0
         self._pending: dict[int, asyncio.Future[P.Pdu]] = {}
         self._reader: asyncio.StreamReader | None = None
@@ -203,7 +205,7 @@ class Session:
             return await self.request("submit_sm", params)
         finally:
             self.reserved -= 1
-            self._on_change()
+            self._on_slot_free()
 
     # ------------------------------------------------------------------ reader
     async def _read_loop(self) -> None:
