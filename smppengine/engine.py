@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
@@ -19,7 +21,7 @@ from .model import QUEUED, RETRYING, Rejection, Request
 from .mqtt import Incoming, MqttLink
 from .optout_runtime import OptOutRuntime
 from .publisher import Publisher
-from .receipts import is_receipt, parse_receipt
+from .receipts import Receipt, is_receipt, parse_receipt
 from .reload import ReloadPlan, effective, plan
 from .retry import RetryPolicy
 from .router import Router
@@ -184,30 +186,52 @@ class Engine:
                 self.dispatcher.offer(Active(req, QUEUED, ttl_at=ttl_at))
 
     # ------------------------------------------------------------------ deliver_sm
-    async def _on_deliver(self, session: Session, pdu: P.Pdu) -> int:
+    def _on_deliver(self, session: Session, pdu: P.Pdu) -> int | asyncio.Future[Any] | Coroutine[Any, Any, int]:
+        """A deliver_sm: a receipt is correlated through the store (a future: the session answers once it is
+        committed); an MO is stored by :meth:`_on_mo`."""
         params = pdu.params
         smsc = session.smsc
         esm = int(params.get("esm_class", 0))
-        if is_receipt(esm, params):
-            try:
-                receipt = parse_receipt(params.get("short_message", b"") or b"", params)
-            except ValueError as exc:
-                self.counters["receipts_unparsable"] += 1
-                self.metrics.receipt(smsc.name, "", "", "unparsable")
-                log.warning("receipt_unparsable", smsc=smsc.name, session=session.id, seq=pdu.seq, error=str(exc))
-                return 0
-            client = self.clients.get(smsc.name)
-            if client is not None:
-                await client.resp_seen(receipt.message_id)    # a receipt that overtook its resp waits for it
-            outcome = await self.store.receipt(smsc.name, receipt)
-            self.counters["receipts"] += 1
-            self.metrics.receipt(smsc.name, receipt.message_id, receipt.stat, outcome)
-            if outcome == "held":
-                self.counters["receipts_held"] += 1
-                log.info("receipt_held", smsc=smsc.name, smsc_message_id=receipt.message_id, stat=receipt.stat)
-            elif outcome == "late":
-                log.info("receipt_late", smsc=smsc.name, smsc_message_id=receipt.message_id, stat=receipt.stat)
+        if not is_receipt(esm, params):
+            return self._on_mo(session, pdu)
+        try:
+            receipt = parse_receipt(params.get("short_message", b"") or b"", params)
+        except ValueError as exc:
+            self.counters["receipts_unparsable"] += 1
+            self.metrics.receipt(smsc.name, "", "", "unparsable")
+            log.warning("receipt_unparsable", smsc=smsc.name, session=session.id, seq=pdu.seq, error=str(exc))
             return 0
+        client = self.clients.get(smsc.name)
+        if client is not None and not client.resp_known(receipt.message_id):
+            return self._receipt_after_resp(client, smsc.name, receipt)   # it overtook its resp: wait for it
+        return self._store_receipt(smsc.name, receipt)
+
+    async def _receipt_after_resp(self, client: SmscClient, smsc: str, receipt: Receipt) -> int:
+        await client.resp_seen(receipt.message_id)
+        await self._store_receipt(smsc, receipt)
+        return 0
+
+    def _store_receipt(self, smsc: str, receipt: Receipt) -> asyncio.Future[str]:
+        fut = self.store.receipt_nowait(smsc, receipt)
+        fut.add_done_callback(functools.partial(self._receipt_stored, smsc, receipt))
+        return fut
+
+    def _receipt_stored(self, smsc: str, receipt: Receipt, fut: asyncio.Future[str]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return                          # the session answers ESME_RSYSERR and logs it
+        outcome = fut.result()
+        self.counters["receipts"] += 1
+        self.metrics.receipt(smsc, receipt.message_id, receipt.stat, outcome)
+        if outcome == "held":
+            self.counters["receipts_held"] += 1
+            log.info("receipt_held", smsc=smsc, smsc_message_id=receipt.message_id, stat=receipt.stat)
+        elif outcome == "late":
+            log.info("receipt_late", smsc=smsc, smsc_message_id=receipt.message_id, stat=receipt.stat)
+
+    async def _on_mo(self, session: Session, pdu: P.Pdu) -> int:
+        params = pdu.params
+        smsc = session.smsc
+        esm = int(params.get("esm_class", 0))
         data = params.get("short_message") or params.get("message_payload") or b""
         concat: tuple[int, int, int] | None = None
         if esm & 0x40:

@@ -64,9 +64,18 @@ class Rejection:
     meta: dict[str, Any] | None = None
 
 
+_iso_second: tuple[int, str] = (-1, "")     # the formatted second last used (one tuple: safe across threads)
+
+
 def iso(ts: float) -> str:
-    """UTC ISO 8601 with milliseconds and a Z, as in the contract's examples."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+    """UTC ISO 8601 with milliseconds and a Z, as in the contract's examples. Formatting the date and time
+    is done once per second (every status event carries a timestamp)."""
+    global _iso_second
+    sec = int(ts // 1)
+    cached = _iso_second
+    if cached[0] != sec:
+        cached = _iso_second = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S."))
+    return f"{cached[1]}{int(ts * 1000) % 1000:03d}Z"
 
 
 def error(code: str, status: int | None = None, detail: str = "") -> dict[str, Any]:

@@ -253,6 +253,14 @@ class SmscClient:
                 if not w.done():
                     w.set_result(None)
 
+    def resp_known(self, message_id: str) -> bool:
+        """True when a receipt for ``message_id`` need not wait (:meth:`resp_seen` would return at once)."""
+        if not self._unanswered:
+            return True
+        keys = receipt_id_keys(message_id)
+        known = self._answered_keys
+        return not keys or any(k in known for k in keys)
+
     async def resp_seen(self, message_id: str) -> None:
         """A receipt arrived for ``message_id``: return once the resp that carries this id has been handled
         (at once when it already was, the usual case), or once every submit sent before the receipt

@@ -9,9 +9,10 @@ what to send and when.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -40,7 +41,10 @@ class BindFailed(Exception):
         super().__init__(f"bind refused: {status_name(status)} (0x{status:08X})")
 
 
-DeliverHandler = Callable[["Session", P.Pdu], Awaitable[int]]
+# The deliver_sm handler answers with the command_status at once (an int), with a future that resolves
+# once what the PDU carried is committed (any result: 0; an exception: ESME_RSYSERR), or with a coroutine
+# returning the status (run as a task). A future costs no task: the usual receipt takes that path.
+DeliverHandler = Callable[["Session", P.Pdu], "int | asyncio.Future[Any] | Coroutine[Any, Any, int]"]
 
 
 def tls_context(smsc: SmscConfig) -> ssl.SSLContext:
@@ -254,7 +258,18 @@ class Session:
             return
         cmd = pdu.command
         if cmd == "deliver_sm" and self._on_deliver is not None and self.mode != "transmitter":
-            self._spawn(self._deliver(pdu))
+            try:
+                res = self._on_deliver(self, pdu)
+            except Exception as exc:  # noqa: BLE001 - the SMSC gets an error status and redelivers
+                self._log.error("deliver_failed", seq=pdu.seq, error=str(exc))
+                self._reply(P.response_for(pdu, P.ESME_RSYSERR))
+                return
+            if isinstance(res, int):
+                self._reply(P.response_for(pdu, res))
+            elif isinstance(res, asyncio.Future):
+                res.add_done_callback(functools.partial(self._delivered, pdu))
+            else:
+                self._spawn(self._deliver(pdu, res))
         elif cmd == "enquire_link":
             self._reply(P.response_for(pdu))
         elif cmd == "unbind":
@@ -265,10 +280,18 @@ class Session:
             self._log.warning("request_unsupported", command=cmd, seq=pdu.seq)
             self._reply(P.generic_nack(pdu.seq, P.ESME_RINVCMDID))
 
-    async def _deliver(self, pdu: P.Pdu) -> None:
-        assert self._on_deliver is not None
+    def _delivered(self, pdu: P.Pdu, fut: asyncio.Future[Any]) -> None:
+        status = 0
+        if fut.cancelled():
+            status = P.ESME_RSYSERR
+        elif (exc := fut.exception()) is not None:   # the store could not commit: let the SMSC redeliver
+            self._log.error("deliver_failed", seq=pdu.seq, error=str(exc))
+            status = P.ESME_RSYSERR
+        self._reply(P.response_for(pdu, status))
+
+    async def _deliver(self, pdu: P.Pdu, handling: Coroutine[Any, Any, int]) -> None:
         try:
-            status = await self._on_deliver(self, pdu)
+            status = await handling
         except Exception as exc:  # the store could not commit: let the SMSC redeliver
             self._log.error("deliver_failed", seq=pdu.seq, error=str(exc))
             status = P.ESME_RSYSERR

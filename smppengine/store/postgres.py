@@ -398,7 +398,12 @@ class PostgresStore(GroupCommitWriter):
 
     async def receipt(self, smsc: str, receipt: Receipt) -> str:
         """Correlate a delivery receipt: returns "matched", "held" (no submit known yet) or "late" (already final)."""
-        return await self._call(self._receipt, smsc, receipt)
+        return await self.receipt_nowait(smsc, receipt)  # type: ignore[no-any-return]
+
+    def receipt_nowait(self, smsc: str, receipt: Receipt) -> asyncio.Future[str]:
+        """:meth:`receipt` as a future (no coroutine, no task): the session answers the deliver_sm from its
+        done-callback."""
+        return self._submit(self._receipt, smsc, receipt)
 
     async def _receipt(self, c: Conn, smsc: str, receipt: Receipt) -> str:
         keys = receipt_id_keys(receipt.message_id)

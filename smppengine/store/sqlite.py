@@ -176,13 +176,14 @@ class SqliteStore(GroupCommitWriter):
         now = time.time()
         for req in requests:
             ttl_at = req.received_at + (req.ttl or default_ttl)
+            doc = orjson.dumps(req.to_json())
             cur = c.execute(
                 "INSERT OR IGNORE INTO messages(id, req, state, created_at, updated_at, ttl_at) VALUES (?,?,?,?,?,?)",
-                (req.id, orjson.dumps(req.to_json()), QUEUED, now, now, ttl_at))
+                (req.id, doc, QUEUED, now, now, ttl_at))
             if cur.rowcount == 0:
                 result.duplicates.append(req.id)
                 continue
-            self._emit(c, self._row(c, req.id), req.id, QUEUED)
+            self._emit(c, (req.id, doc, QUEUED, 0, None, 0, 0), req.id, QUEUED)     # the row just inserted
             result.new.append(req)
         for rej in rejections:
             err = error(rej.code, None, rej.detail)
@@ -190,13 +191,14 @@ class SqliteStore(GroupCommitWriter):
                 self._emit(c, None, None, REJECTED, err, {"raw": rej.raw.decode("utf-8", "replace")})
                 continue
             doc = {"id": rej.id, "to": rej.to, "text": None, "meta": rej.meta}
+            blob = orjson.dumps(doc)
             cur = c.execute(
                 "INSERT OR IGNORE INTO messages(id, req, state, final, error, created_at, updated_at, ttl_at) "
-                "VALUES (?,?,?,1,?,?,?,?)", (rej.id, orjson.dumps(doc), REJECTED, orjson.dumps(err), now, now, now))
+                "VALUES (?,?,?,1,?,?,?,?)", (rej.id, blob, REJECTED, orjson.dumps(err), now, now, now))
             if cur.rowcount == 0:
                 result.duplicates.append(rej.id)
                 continue
-            self._emit(c, self._row(c, rej.id), rej.id, REJECTED, err)
+            self._emit(c, (rej.id, blob, REJECTED, 1, None, 0, 0), rej.id, REJECTED, err)
         return result
 
     async def begin_attempt(self, msg_id: str, smsc: str, parts: int, ref: int) -> tuple[int, int]:
@@ -274,7 +276,12 @@ class SqliteStore(GroupCommitWriter):
 
     async def receipt(self, smsc: str, receipt: Receipt) -> str:
         """Correlate a delivery receipt: returns "matched", "held" (no submit known yet) or "late" (already final)."""
-        return await self._call(self._receipt, smsc, receipt)
+        return await self.receipt_nowait(smsc, receipt)  # type: ignore[no-any-return]
+
+    def receipt_nowait(self, smsc: str, receipt: Receipt) -> asyncio.Future[str]:
+        """:meth:`receipt` as a future (no coroutine, no task): the session answers the deliver_sm from its
+        done-callback."""
+        return self._submit(self._receipt, smsc, receipt)
 
     def _receipt(self, c: sqlite3.Connection, smsc: str, receipt: Receipt) -> str:
         keys = receipt_id_keys(receipt.message_id)

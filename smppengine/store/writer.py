@@ -56,11 +56,15 @@ class GroupCommitWriter:
             pass
         self._writer = None
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Queue an operation; the future resolves after the commit that applied it."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._ops.append((fn, args, fut))
         self._wake.set()
-        return await fut
+        return fut
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._submit(fn, *args)
 
     async def _write_loop(self) -> None:
         while True:
