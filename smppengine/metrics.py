@@ -62,6 +62,7 @@ class Metrics:
         self._rates: dict[str, list[list[int]]] = {}       # smsc -> [[second, count], ...]
         self._sent_at: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._queue_labels: set[tuple[str, str]] = set()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._engine: Engine | None = None
         r.register(_LiveCollector(self))
 
@@ -72,8 +73,17 @@ class Metrics:
         return generate_latest(self.registry)
 
     # ------------------------------------------------------------------ events
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: prometheus_client's labels() costs a few µs, and the
+        hot path calls it several times per message."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def submit_sent(self, smsc: str, session: str) -> None:
-        self.submits.labels(smsc, session).inc()
+        self._child(self.submits, smsc, session).inc()
         sec = int(time.monotonic())
         buckets = self._rates.setdefault(smsc, [])
         if buckets and buckets[-1][0] == sec:
@@ -85,27 +95,27 @@ class Metrics:
 
     def resp(self, smsc: str, session: str, command: str, status: int) -> None:
         name = "generic_nack" if command == "generic_nack" else status_name(status)
-        self.resps.labels(smsc, session, name).inc()
+        self._child(self.resps, smsc, session, name).inc()
 
     def part_submitted(self, smsc: str, smsc_message_id: str, received_at: float) -> None:
         now = time.time()
         if received_at > 0:
-            self.submit_latency.labels(smsc).observe(max(0.0, now - received_at))
+            self._child(self.submit_latency, smsc).observe(max(0.0, now - received_at))
         for key in receipt_id_keys(smsc_message_id):
             self._sent_at[(smsc, key)] = now
         while len(self._sent_at) > LATENCY_MEMORY:
             self._sent_at.popitem(last=False)
 
     def receipt(self, smsc: str, smsc_message_id: str, stat: str, result: str) -> None:
-        self.receipts.labels(smsc, stat, result).inc()
+        self._child(self.receipts, smsc, stat, result).inc()
         if result != "matched" or FINAL_STATE.get(stat) == "enroute":
             return
         keys = receipt_id_keys(smsc_message_id)
         sent = next((self._sent_at[(smsc, k)] for k in keys if (smsc, k) in self._sent_at), None)
         if sent is None:
             return       # submitted before this process started: no latency to report
-        self.receipt_latency.labels(smsc).observe(max(0.0, time.time() - sent))
-        for k in receipt_id_keys(smsc_message_id):
+        self._child(self.receipt_latency, smsc).observe(max(0.0, time.time() - sent))
+        for k in keys:
             self._sent_at.pop((smsc, k), None)
 
     def store_stats(self, stats: dict[str, Any]) -> None:

@@ -99,6 +99,9 @@ class MqttLink:
         )                              # itself within the broker's Receive Maximum instead
         paho = client._client
         paho_speedups.BufferedReads(paho)
+        # paho formats a debug log call for every packet (a logger check each time, 2 % of the CPU); aiomqtt
+        # turns its failures into exceptions, which run() logs
+        paho.disable_logger()
         paho.manual_ack_set(True)
         aiomqtt_on_connect = paho.on_connect
 

@@ -8,6 +8,7 @@ or an empty short_message with everything in TLVs.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -173,6 +174,22 @@ def is_receipt(esm_class: int, tlvs: Mapping[str, Any]) -> bool:
     return _tlv_str(tlvs.get("receipted_message_id")) is not None
 
 
+# The exact Appendix B layout most SMSCs (and the simulator) write: parsed with one match instead of the
+# tolerant key scan. Anything else (other spacing, order, case, missing fields) takes the tolerant path;
+# tests/test_receipts.py checks that both paths agree on every receipt this one takes.
+_CANONICAL = re.compile(
+    r"id:(?P<id>[^ ]+) sub:(?P<sub>[^ ]*) dlvrd:(?P<dlvrd>[^ ]*) submit date:(?P<submit_date>\d{10}|\d{12}) "
+    r"done date:(?P<done_date>\d{10}|\d{12}) stat:(?P<stat>[A-Z]{7}) err:(?P<err>[^ ]*)(?: text:(?P<text>.*))?",
+    re.DOTALL)
+
+
+def _canonical_fields(text: str) -> dict[str, str] | None:
+    m = _CANONICAL.fullmatch(text)
+    if m is None or m.group("stat") not in FINAL_STATE:
+        return None
+    return {k: v for k, v in m.groupdict().items() if v is not None}
+
+
 def parse_receipt(short_message: bytes, tlvs: Mapping[str, Any]) -> Receipt:
     """Parse a delivery receipt from its short_message text and TLVs.
 
@@ -190,7 +207,7 @@ def parse_receipt(short_message: bytes, tlvs: Mapping[str, Any]) -> Receipt:
             text = _decode(bytes(payload))
         elif isinstance(payload, str):
             text = payload
-    fields = _split_fields(text)
+    fields = _canonical_fields(text) or _split_fields(text)
 
     message_id = _tlv_str(tlvs.get("receipted_message_id")) or _first_token(fields.get("id"))
     if not message_id:
@@ -229,7 +246,8 @@ _DEC = re.compile(r"[0-9]+")
 _MAX_NUMERIC_LEN = 64
 
 
-def receipt_id_keys(message_id: str) -> list[str]:
+@functools.lru_cache(maxsize=16384)
+def receipt_id_keys(message_id: str) -> tuple[str, ...]:
     """Correlation keys for an SMSC message id, so the submit_sm_resp id and the
     receipt's id meet even when one is hex and the other decimal, or they differ
     in case or leading zeros.
@@ -237,15 +255,16 @@ def receipt_id_keys(message_id: str) -> list[str]:
     ``"s:" + norm(id)`` (stripped, lower-case, leading zeros removed, ``"0"`` if
     nothing is left), then ``"n:" + decimal value`` if the id is all hex digits,
     then ``"n:" + decimal value`` if it is all decimal digits; deduplicated, in
-    that order. Look up the ``s:`` key first. An empty id has no keys.
+    that order. Look up the ``s:`` key first. An empty id has no keys. Cached: the engine asks for the
+    keys of one id several times (resp, store, receipt, metrics).
     """
     s = message_id.replace("\x00", "").strip().lower()
     if not s:
-        return []
+        return ()
     keys = ["s:" + (s.lstrip("0") or "0")]
     if len(s) <= _MAX_NUMERIC_LEN:
         if _HEX.fullmatch(s):
             keys.append("n:" + str(int(s, 16)))
         if _DEC.fullmatch(s):
             keys.append("n:" + str(int(s, 10)))
-    return list(dict.fromkeys(keys))
+    return tuple(dict.fromkeys(keys))

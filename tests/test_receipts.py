@@ -192,12 +192,12 @@ def shared(a: str, b: str) -> set[str]:
 
 
 def test_receipt_id_keys_examples() -> None:
-    assert receipt_id_keys("7F3A01") == ["s:7f3a01", "n:8337921"]
-    assert receipt_id_keys("0012ab") == ["s:12ab", "n:4779"]
-    assert receipt_id_keys("8337921") == ["s:8337921", "n:" + str(0x8337921), "n:8337921"]
-    assert receipt_id_keys("000") == ["s:0", "n:0"]
-    assert receipt_id_keys("msg-7") == ["s:msg-7"]
-    assert receipt_id_keys("  ") == []
+    assert receipt_id_keys("7F3A01") == ("s:7f3a01", "n:8337921")
+    assert receipt_id_keys("0012ab") == ("s:12ab", "n:4779")
+    assert receipt_id_keys("8337921") == ("s:8337921", "n:" + str(0x8337921), "n:8337921")
+    assert receipt_id_keys("000") == ("s:0", "n:0")
+    assert receipt_id_keys("msg-7") == ("s:msg-7",)
+    assert receipt_id_keys("  ") == ()
 
 
 @pytest.mark.parametrize(
@@ -227,3 +227,31 @@ def test_receipt_id_keys_do_not_match(a: str, b: str) -> None:
 def test_hex_and_decimal_forms_always_meet(n: int) -> None:
     assert f"n:{n}" in shared(format(n, "X"), str(n))
     assert f"n:{n}" in shared(format(n, "010x"), str(n))
+
+
+_ID = st.text(alphabet="0123456789abcdefABCDEF-_:xyz", min_size=1, max_size=20)
+_DATE = st.from_regex(r"\A(\d{10}|\d{12})\Z")
+_FREE = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
+
+
+@given(_ID, st.sampled_from(sorted(FINAL_STATE)), _DATE, _DATE, st.sampled_from(["000", "001", "0x1B", ""]),
+       st.none() | _FREE)
+@settings(max_examples=400)
+def test_canonical_fast_path_agrees_with_the_tolerant_parser(
+        msg_id: str, stat: str, submit: str, done: str, err: str, body: str | None) -> None:
+    raw = f"id:{msg_id} sub:001 dlvrd:001 submit date:{submit} done date:{done} stat:{stat} err:{err}"
+    if body is not None:
+        raw += f" text:{body}"
+    from smppengine import receipts as R
+
+    assert R._canonical_fields(raw) is not None                  # this layout takes the fast path
+    fast = parse_receipt(raw.encode(), {})
+    fields = R._split_fields(raw)
+    assert fields                                               # and the tolerant scan reads it too
+    original = R._canonical_fields
+    try:
+        R._canonical_fields = lambda text: None                   # type: ignore[assignment]
+        slow = parse_receipt(raw.encode(), {})
+    finally:
+        R._canonical_fields = original
+    assert fast == slow

@@ -359,7 +359,7 @@ class PostgresStore(GroupCommitWriter):
             " RETURNING o.smsc_message_id", msg_id, idx, smsc_id, now)
         if prev is not None and prev[0] is not None:
             await self._bump(c, "resubmits_after_ok")
-        keys = receipt_id_keys(smsc_id)
+        keys = list(receipt_id_keys(smsc_id))
         await c.execute("INSERT INTO part_keys(smsc, key, msg_id, idx) SELECT $1, k, $3, $4 FROM unnest($2::text[]) k"
                         " ON CONFLICT DO NOTHING", smsc, keys, msg_id, idx)
         row = await self._row(c, msg_id)
@@ -406,7 +406,7 @@ class PostgresStore(GroupCommitWriter):
         return self._submit(self._receipt, smsc, receipt)
 
     async def _receipt(self, c: Conn, smsc: str, receipt: Receipt) -> str:
-        keys = receipt_id_keys(receipt.message_id)
+        keys = list(receipt_id_keys(receipt.message_id))
         rows = await c.fetch("SELECT key, msg_id, idx FROM part_keys WHERE smsc=$1 AND key = ANY($2::text[])"
                              " ORDER BY key, msg_id, idx", smsc, keys)
         if not rows:
