@@ -192,8 +192,16 @@ class Dispatcher:
         except ValueError as exc:      # TextEncodingError, MessageTooLongError (e.g. payload over 64 KiB)
             await self.store.finish(req.id, REJECTED, error("invalid_request", None, f"text: {exc}"))
             return
-        attempt, ref = await self.store.begin_attempt(req.id, client.name, len(segments.chunks),
-                                                      self.refs.next(req.to))
+        if len(segments.chunks) == 1 and not self.store.shared:
+            # One part on a store of one instance: the submit does not wait for this commit (the store applies
+            # its operations in order, so it is in before this part's resp). What a crash before that commit
+            # changes: the attempt is not counted (one more retry), and there is no concatenation reference to
+            # keep (one part has none; a later attempt in several parts takes a new one).
+            attempt, ref = a.attempt + 1, 0
+            self.store.begin_attempt_nowait(req.id, client.name, 1, None).add_done_callback(_log_store_failure)
+        else:
+            attempt, ref = await self.store.begin_attempt(req.id, client.name, len(segments.chunks),
+                                                          self.refs.next(req.to))
         if attempt == 0:
             # not in the store, or (shared store) another instance took it over after this one's lease
             # expired: that instance sends it, this one must not
@@ -309,3 +317,9 @@ class Dispatcher:
                      error=name, error_class=cls)
             return cls, error(name, status, f"submit_sm_resp {name} (0x{status:08X})")
 
+
+def _log_store_failure(fut: asyncio.Future[Any]) -> None:
+    """Done-callback of a store operation nobody awaits: its failure is logged (the commit failure itself is
+    logged by the store, and the operations after it in the same batch fail with it)."""
+    if not fut.cancelled() and (exc := fut.exception()) is not None:
+        log.warning("store_operation_failed", error=str(exc))

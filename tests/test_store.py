@@ -126,6 +126,15 @@ async def test_begin_attempt_counts_and_keeps_first_ref(store: Store) -> None:
     assert await states(store, "m") == ["queued"]
 
 
+async def test_one_part_attempt_without_a_reference_then_several_parts_take_one(store: Store) -> None:
+    """A one-part attempt records no concatenation reference (the dispatcher does not wait for it); a later
+    attempt in several parts (another SMSC, another concatenation) takes its new one and keeps it."""
+    await store.accept([req("m")], [], 3600)
+    assert await store.begin_attempt_nowait("m", "a", 1, None) == (1, 0)
+    assert await store.begin_attempt("m", "b", 3, 11) == (2, 11)
+    assert await store.begin_attempt("m", "b", 3, 12) == (3, 11)
+
+
 async def test_submitted_only_when_every_part_has_an_id(store: Store) -> None:
     await store.accept([req("m", meta={"x": 1})], [], 3600)
     await store.begin_attempt("m", "a", 3, 1)

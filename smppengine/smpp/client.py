@@ -258,8 +258,7 @@ class SmscClient:
         if not self._unanswered:
             return True
         keys = receipt_id_keys(message_id)
-        known = self._answered_keys
-        return not keys or any(k in known for k in keys)
+        return not keys or not self._answered_keys.keys().isdisjoint(keys)
 
     async def resp_seen(self, message_id: str) -> None:
         """A receipt arrived for ``message_id``: return once the resp that carries this id has been handled
@@ -270,8 +269,7 @@ class SmscClient:
         if not self._unanswered:
             return
         keys = receipt_id_keys(message_id)
-        known = self._answered_keys
-        if not keys or any(k in known for k in keys):
+        if not keys or not self._answered_keys.keys().isdisjoint(keys):
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()

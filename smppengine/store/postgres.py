@@ -328,24 +328,28 @@ class PostgresStore(GroupCommitWriter):
             await self._emit(c, await self._row(c, rej.id), rej.id, REJECTED, err)
         return result
 
-    async def begin_attempt(self, msg_id: str, smsc: str, parts: int, ref: int) -> tuple[int, int]:
+    async def begin_attempt(self, msg_id: str, smsc: str, parts: int, ref: int | None) -> tuple[int, int]:
         """Bind the message to an SMSC, its part count and concatenation reference (kept from the first
         attempt, so that re-sent parts still join their siblings); returns (attempt number, reference)."""
-        return await self._call(self._begin_attempt, msg_id, smsc, parts, ref)
+        return await self._call(self._begin_attempt, msg_id, smsc, parts, ref)  # type: ignore[no-any-return]
 
-    async def _begin_attempt(self, c: Conn, msg_id: str, smsc: str, parts: int, ref: int) -> tuple[int, int]:
+    def begin_attempt_nowait(self, msg_id: str, smsc: str, parts: int,
+                             ref: int | None) -> asyncio.Future[tuple[int, int]]:
+        return self._submit(self._begin_attempt, msg_id, smsc, parts, ref)
+
+    async def _begin_attempt(self, c: Conn, msg_id: str, smsc: str, parts: int, ref: int | None) -> tuple[int, int]:
         # fencing: only the message's owner may send it (another instance took it over when this one's lease
         # expired); attempt 0 tells the dispatcher to drop it
         owner = await c.fetchval("SELECT owner FROM messages WHERE id=$1", msg_id)
         if owner is not None and owner != self.instance:
             log.warning("message_not_owned", msg_id=msg_id, owner=owner, instance=self.instance)
-            return 0, ref
+            return 0, ref or 0
         row = await c.fetchrow(
             "UPDATE messages SET smsc=$1, parts=$2, attempt=attempt+1, ref=COALESCE(ref, $3), updated_at=$4 "
             "WHERE id=$5 RETURNING attempt, ref", smsc, parts, ref, time.time(), msg_id)
         await c.execute("INSERT INTO parts(msg_id, idx) SELECT $1, generate_series(0, $2 - 1) ON CONFLICT DO NOTHING",
                         msg_id, parts)
-        return (int(row[0]), int(row[1])) if row else (0, ref)
+        return (int(row[0]), int(row[1] or 0)) if row else (0, ref or 0)
 
     async def part_submitted(self, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
         await self._call(self._part_submitted, msg_id, idx, smsc, smsc_id)

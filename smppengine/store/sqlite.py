@@ -201,21 +201,28 @@ class SqliteStore(GroupCommitWriter):
             self._emit(c, (rej.id, blob, REJECTED, 1, None, 0, 0), rej.id, REJECTED, err)
         return result
 
-    async def begin_attempt(self, msg_id: str, smsc: str, parts: int, ref: int) -> tuple[int, int]:
+    async def begin_attempt(self, msg_id: str, smsc: str, parts: int, ref: int | None) -> tuple[int, int]:
         """Bind the message to an SMSC, its part count and concatenation reference (kept from the first
         attempt, so that re-sent parts still join their siblings); returns (attempt number, reference)."""
-        return await self._call(self._begin_attempt, msg_id, smsc, parts, ref)
+        return await self._call(self._begin_attempt, msg_id, smsc, parts, ref)  # type: ignore[no-any-return]
 
-    def _begin_attempt(self, c: sqlite3.Connection, msg_id: str, smsc: str, parts: int, ref: int) -> tuple[int, int]:
+    def begin_attempt_nowait(self, msg_id: str, smsc: str, parts: int,
+                             ref: int | None) -> asyncio.Future[tuple[int, int]]:
+        """:meth:`begin_attempt` without waiting for its commit (a one-part message on a store of one instance:
+        see Dispatcher._attempt)."""
+        return self._submit(self._begin_attempt, msg_id, smsc, parts, ref)
+
+    def _begin_attempt(self, c: sqlite3.Connection, msg_id: str, smsc: str, parts: int,
+                       ref: int | None) -> tuple[int, int]:
         row = c.execute("UPDATE messages SET smsc=?, parts=?, attempt=attempt+1, ref=COALESCE(ref, ?), updated_at=?"
                         " WHERE id=? RETURNING attempt, ref", (smsc, parts, ref, time.time(), msg_id)).fetchone()
         if row is None:
-            return 0, ref
+            return 0, ref or 0
         if parts == 1:
             c.execute("INSERT OR IGNORE INTO parts(msg_id, idx) VALUES (?,0)", (msg_id,))
         else:
             c.executemany("INSERT OR IGNORE INTO parts(msg_id, idx) VALUES (?,?)", [(msg_id, i) for i in range(parts)])
-        return int(row[0]), int(row[1])
+        return int(row[0]), int(row[1] or 0)
 
     async def part_submitted(self, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
         await self._call(self._part_submitted, msg_id, idx, smsc, smsc_id)
