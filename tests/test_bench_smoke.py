@@ -10,10 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from smppengine.broker import mosquitto_available
-
 ROOT = Path(__file__).resolve().parent.parent
 E2E_KEYS = {"n", "submit_msg_s", "full_life_msg_s", "engine_cpu_s_per_1k", "peak_rss_mb", "lost", "duplicates",
             "sink_ceiling_msg_s"}
@@ -31,12 +27,13 @@ def _one_json_line(argv: list[str], timeout: float) -> dict[str, object]:
     return doc
 
 
-@pytest.mark.skipif(not mosquitto_available(), reason="mosquitto is not installed")
 def test_bench_scripts_smoke() -> None:
-    e2e = _one_json_line(["bench/e2e.py", "--n", "300", "--ceiling-n", "500"], timeout=25)
+    e2e = _one_json_line(["bench/e2e.py", "--n", "300", "--ceiling-n", "500", "--pin", "0", "--repeat", "2"],
+                         timeout=50)
     assert E2E_KEYS <= e2e.keys()
     assert e2e["n"] == 300
     assert e2e["lost"] == 0 and e2e["duplicates"] == 0
+    assert len(e2e["runs_full_life_msg_s"]) == 2 and e2e["pinned"] == "0"
     micro = _one_json_line(["bench/micro.py", "--quick"], timeout=20)
     assert MICRO_KEYS <= micro.keys()
     assert all(isinstance(micro[k], int | float) for k in MICRO_KEYS)
