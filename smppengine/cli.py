@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import signal
 import sys
 import time
@@ -27,6 +28,7 @@ EXIT_CONFIG = 2
 DEMO_SMSC_PORT = 2775
 DEMO_CONTROL_PORT = 8775
 DEMO_MQTT_PORT = 1883
+GC_GEN0_THRESHOLD = 200_000  # allocations between young collections (CPython: 700)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,6 +140,15 @@ def _event_loop_run(coro: Any) -> None:
         uvloop.run(coro)
 
 
+def _tune_gc() -> None:
+    """The engine allocates a few dozen short-lived objects per message (dicts, futures, PDUs), almost none
+    in reference cycles; CPython's default collector thresholds (700, 10, 10) then run a young collection
+    every few messages and re-scan everything alive. Objects from the start (modules, config) are frozen out
+    of the scans and the young generation made larger: measured in bench/e2e.py (docs/performance.md)."""
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
+
+
 def _install_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -176,6 +187,7 @@ async def _run_engine(cfg: Config, load: Callable[[], Config] | None = None) -> 
     notifier = Notifier()
     engine = Engine(cfg)
     await engine.start()
+    _tune_gc()
     notifier.ready(engine.status_line())
     helpers = [asyncio.create_task(keepalive(notifier, engine.status_line), name="sd-keepalive")]
     if load is not None:
