@@ -13,6 +13,7 @@ from .store import Store, StoreError
 log = structlog.get_logger(__name__)
 
 BATCH = 500
+MAX_BATCHES = 8         # batches between publish and delete (the broker's Receive Maximum bounds the unacked)
 SHARED_POLL_S = 0.1     # shared store: longest delay of an event another instance wrote for this one
 
 
@@ -47,6 +48,8 @@ class Publisher:
                     await self.link.connected.wait()
                     continue
                 room = min(BATCH, self.link.receive_maximum - self._in_msgs)
+                if len(self._inflight) >= MAX_BATCHES:
+                    room = 0        # acknowledged batches still waiting for their delete: let the store catch up
                 # A shared store has other writers: one may commit a row for this instance with a lower seq
                 # after a higher one was read, so read from the start (after the previous batch is deleted),
                 # one batch at a time, not from `last`.
