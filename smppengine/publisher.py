@@ -32,6 +32,7 @@ class Publisher:
         self._last_task: asyncio.Task[bool] | None = None
         self._in_msgs = 0            # messages handed to the broker and not yet acknowledged
         self._failed = False
+        self._room = asyncio.Event()      # a batch was acknowledged or finished: maybe room for the next
 
     async def run(self) -> None:
         last = 0
@@ -54,7 +55,8 @@ class Publisher:
                 # after a higher one was read, so read from the start (after the previous batch is deleted),
                 # one batch at a time, not from `last`.
                 if room <= 0 or (self.store.shared and self._inflight):
-                    await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+                    self._room.clear()             # set on every PUBACKed batch and every finished batch
+                    await self._room.wait()
                     continue
                 ready.clear()
                 rows = await self.store.outbox_fetch(0 if self.store.shared else last, room)
@@ -73,7 +75,7 @@ class Publisher:
                 task = asyncio.create_task(self._finish(ack, [seq for seq, _, _ in rows], self._last_task))
                 self._last_task = task
                 self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                task.add_done_callback(self._batch_done)
         finally:
             for t in self._inflight:
                 t.cancel()
@@ -90,6 +92,7 @@ class Publisher:
             ok = False
         finally:
             self._in_msgs -= len(seqs)
+            self._room.set()
         if prev is not None:
             try:
                 prev_ok = await asyncio.shield(prev)
@@ -105,6 +108,10 @@ class Publisher:
         except StoreError as exc:         # published but not deleted: published again after a restart
             log.warning("outbox_delete_failed", error=str(exc), count=len(seqs))
         return True
+
+    def _batch_done(self, task: asyncio.Task[bool]) -> None:
+        self._inflight.discard(task)
+        self._room.set()
 
     async def _settle(self) -> None:
         if self._inflight:
