@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import compliance, text
+from . import compliance, logs, text
 from .addressing import address, relative_validity
 from .compliance import OptOutCache
 from .model import EXPIRED, FAILED, REJECTED, RETRYING, Request, error
@@ -307,7 +307,8 @@ class Dispatcher:
                 if self.metrics is not None:
                     self.metrics.part_submitted(client.name, smsc_id, req.received_at)
                 await self.store.part_submitted(req.id, idx, client.name, smsc_id)
-                log.debug("part_submitted", msg_id=req.id, smsc=client.name, part=idx, smsc_message_id=smsc_id)
+                if logs.DEBUG:
+                    log.debug("part_submitted", msg_id=req.id, smsc=client.name, part=idx, smsc_message_id=smsc_id)
                 return None
             cls = classify(status, client.cfg.error_classes)
             if cls == THROTTLE:

@@ -29,8 +29,15 @@ def _json_str(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
 
+# True while the level is debug: a per-message debug call site checks it first (a filtered structlog call
+# through a module's lazy logger still costs ~2 µs; loggers are not cached so that SIGHUP can change level)
+DEBUG = False
+
+
 def configure(level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog for the whole process (idempotent; SIGHUP calls it again for a new level)."""
+    global DEBUG
+    DEBUG = level == "debug"
     as_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
