@@ -19,6 +19,13 @@ from .base import StoreError
 
 log = structlog.get_logger(__name__)
 
+# A wake-up that finds fewer than GATHER_BELOW operations waits GATHER_S for more to join the commit. At
+# moderate rates every operation otherwise had a transaction, a thread hop and a WAL write of its own:
+# measured at 1,000 msg/s, 0.89 → 0.62 ms of engine CPU per message for +2 ms at the median publish →
+# submit_sm (p99 6.5 → 8.8 ms); flat out, 4,000 → 4,400 msg/s (docs/performance.md).
+GATHER_BELOW = 16
+GATHER_S = 0.001
+
 Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 
 
@@ -69,6 +76,8 @@ class GroupCommitWriter:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
+            if len(self._ops) < GATHER_BELOW:
+                await asyncio.sleep(GATHER_S)     # a few operations only: let more join this commit
             self._wake.clear()
             batch, self._ops = self._ops, []
             if not batch:
