@@ -552,6 +552,21 @@ async def test_postgres_schema_is_created_and_separate() -> None:
         await drop_pg_schemas([a.rsplit("=", 1)[1], b.rsplit("=", 1)[1]])
 
 
+async def test_postgres_instances_starting_together_create_the_schema_once() -> None:
+    """Several instances opening a new schema at the same moment (CREATE SCHEMA IF NOT EXISTS is not atomic
+    in PostgreSQL: one of them used to fail with a unique violation): every one opens."""
+    for _ in range(5):
+        url = pg_store_url()
+        stores = [open_store(url, "sms") for _ in range(4)]
+        try:
+            await asyncio.gather(*(s.open() for s in stores))
+            await stores[0].accept([req("m")], [], 3600)
+            assert await stores[3].trace("m") is not None
+        finally:
+            await asyncio.gather(*(s.close() for s in stores), return_exceptions=True)
+            await drop_pg_schemas([url.rsplit("=", 1)[1]])
+
+
 async def test_pending_page_walks_the_backlog_in_arrival_order(store: Store) -> None:
     for i in range(7):
         await store.accept([req(f"p{i}")], [], 3600)          # one commit each: distinct created_at

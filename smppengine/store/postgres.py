@@ -152,7 +152,10 @@ class PostgresStore(GroupCommitWriter):
         try:
             self._conn = await self._connect()
             if self.schema:
-                await self._conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                try:
+                    await self._conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                except asyncpg.UniqueViolationError:
+                    pass    # instances starting together: IF NOT EXISTS is not atomic in PostgreSQL; it exists
             await migrate_postgres(self._conn)
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=3,
                                                    server_settings=self._settings(), timeout=10)
