@@ -251,6 +251,7 @@ async def _run_demo(store: str) -> None:
     engine = Engine(cfg)
     try:
         await engine.start()
+        _tune_gc()
         p = cfg.mqtt.topic_prefix
         ctl = control.sockets[0].getsockname()[1]
         example = ('{"id": "order-1234-otp", "to": "+447700900123", "from": "ACME", '

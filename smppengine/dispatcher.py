@@ -210,13 +210,10 @@ class Dispatcher:
         a.smsc, a.attempt = client.name, attempt
         parts = text.build_parts(segments, client.cfg.concat, ref)
         todo = [i for i in range(len(parts)) if i not in a.submitted]
-        if len(todo) == 1:         # the usual case: no gather (a task per part) for one part
-            outcomes = [await self._send_part(client, a, todo[0],
-                                              self._params(client, req, parts[todo[0]], segments.data_coding))]
-        else:
-            outcomes = await asyncio.gather(
-                *(self._send_part(client, a, i, self._params(client, req, parts[i], segments.data_coding))
-                  for i in todo))
+        sends = [self._send_part(client, a, i, self._params(client, req, parts[i], segments.data_coding))
+                 for i in todo]
+        # the usual single part is awaited directly: gather would wrap it in a task
+        outcomes = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
         failures = [o for o in outcomes if o is not None]
         if not failures or (self.stopping and any(cls == STOPPED for cls, _ in failures)):
             return                  # done, or parts left unsent by a shutdown: resumed at the next start

@@ -29,10 +29,10 @@ from .model import iso
 
 log = structlog.get_logger(__name__)
 
-# aiomqtt logs a warning for every publish beyond ten in flight; the outbox publisher keeps hundreds
-# in flight on purpose, so its chatter is kept to errors.
 paho_speedups.apply()
 
+# aiomqtt logs a warning for every publish beyond ten in flight; the outbox publisher keeps hundreds
+# in flight on purpose, so its chatter is kept to errors.
 _paho_log = logging.getLogger("smppengine.mqtt.aiomqtt")
 _paho_log.setLevel(logging.ERROR)
 
@@ -189,10 +189,6 @@ class MqttLink:
         if ack.done not in finished:
             ack.forget()
             raise aiomqtt.MqttError("publish not acknowledged (disconnected or timed out)")
-
-    async def publish_batch(self, items: Sequence[tuple[str, bytes]], timeout: float = 30.0) -> None:
-        """Publish many QoS 1 messages in order and return once the broker acknowledged every one."""
-        await self.publish_wait(self.publish_start(items), timeout)
 
     async def stop(self) -> None:
         """Publish `offline` (retained), then disconnect."""

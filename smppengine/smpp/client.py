@@ -266,11 +266,9 @@ class SmscClient:
         arrived has been answered (the receipt is then for an older message, or a resp this process never
         saw: the store holds it), at most RESP_WAIT_S. SMSCs send receipts on any bind, often before the
         resp on another bind; waiting a few milliseconds here saves holding them in the store."""
-        if not self._unanswered:
+        if self.resp_known(message_id):
             return
         keys = receipt_id_keys(message_id)
-        if not keys or not self._answered_keys.keys().isdisjoint(keys):
-            return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         for k in keys:

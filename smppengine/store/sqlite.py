@@ -137,7 +137,7 @@ class SqliteStore(GroupCommitWriter):
         if row is not None:
             if ids is None:
                 ids = [r[0] for r in c.execute(
-                "SELECT smsc_message_id FROM parts WHERE msg_id=? AND smsc_message_id IS NOT NULL ORDER BY idx",
+                    "SELECT smsc_message_id FROM parts WHERE msg_id=? AND smsc_message_id IS NOT NULL ORDER BY idx",
                     (msg_id,))] if row[5] else []
             event = status_event(msg_id, state, now, orjson.loads(row[1]), row[4], row[5], row[6], ids, err, extra)
         else:
