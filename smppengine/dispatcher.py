@@ -111,15 +111,18 @@ class Dispatcher:
             rows = await self.store.pending_page(self._cursor, page)
             now = time.time()
             for a in rows:
+                if self.backlog >= self.high_water:
+                    break       # new requests filled the room while the page was read: the rest waits its turn
                 self._cursor = (a.created_at, a.request.id)
                 if a.request.id in self._inmem:
                     continue
                 delay = (a.next_attempt_at - now) if (a.state == RETRYING and a.next_attempt_at) else 0.0
                 self.enqueue(a, delay)
-            if len(rows) < page:                 # reached the end of the stored backlog
-                self._cursor = (0.0, "")
-                if gen == self._spill_gen:       # nothing spilled meanwhile: done until the next spill
-                    self._spilled.clear()
+            else:
+                if len(rows) < page:             # reached the end of the stored backlog
+                    self._cursor = (0.0, "")
+                    if gen == self._spill_gen:   # nothing spilled meanwhile: done until the next spill
+                        self._spilled.clear()
 
     async def run(self) -> None:
         while True:
