@@ -170,8 +170,7 @@ class Engine:
                 await asyncio.sleep(1.0)
                 self._intake_wake.set()
                 continue
-            for _, msg in batch:
-                self.link.ack(msg)
+            self.link.ack([msg for _, msg in batch])
             self.counters["requests"] += len(batch)
             self.counters["duplicates"] += len(result.duplicates)
             self.metrics.requests.labels("accepted").inc(len(result.new))

@@ -23,9 +23,10 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from . import paho_speedups
+from . import mqtt_fast, paho_speedups
 from .config import MqttConfig
 from .model import iso
+from .mqtt_fast import FastQos1
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +69,8 @@ class MqttLink:
         self._stopping = False
         self.reconnects = 0
         self.receive_maximum = 1000      # the broker's MQTT 5 Receive Maximum, read from its CONNACK
+        self._fast: FastQos1 | None = None        # the hot path's publishes and PUBACKs on self.client
+        self._next_fast: FastQos1 | None = None   # made with the client, used once it is connected
 
     def _presence(self, state: str) -> bytes:
         import time
@@ -98,7 +101,10 @@ class MqttLink:
             max_inflight_messages=0,   # paho: unlimited, and no O(n) walk per PUBACK; the publisher keeps
         )                              # itself within the broker's Receive Maximum instead
         paho = client._client
-        paho_speedups.BufferedReads(paho)
+        reads = paho_speedups.BufferedReads(paho)
+        self._next_fast = FastQos1(paho, v5) if mqtt_fast.fits(paho) else None
+        if self._next_fast is not None:
+            reads.take = self._next_fast.take_buffered
         # paho formats a debug log call for every packet (a logger check each time, 2 % of the CPU); aiomqtt
         # turns its failures into exceptions, which run() logs
         paho.disable_logger()
@@ -119,7 +125,7 @@ class MqttLink:
             client = self._make_client()
             try:
                 async with client:
-                    self.client = client
+                    self.client, self._fast = client, self._next_fast
                     await client.subscribe(self.request_topic, qos=1)
                     await client.publish(self.presence_topic, self._presence("online"), qos=1, retain=True)
                     failures = 0
@@ -137,33 +143,56 @@ class MqttLink:
             finally:
                 self.connected.clear()
                 self.disconnected.set()
-                self.client = None
+                self.client = self._fast = None
             if self._stopping:
                 return
             failures += 1
             self.reconnects += 1
             await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)) * (0.5 + rng.random() / 2))
 
-    def ack(self, msg: Incoming) -> None:
-        """PUBACK one request, after its commit. A request from an older connection is not acked: the broker
-        redelivers it in the persistent session, and the store's idempotency absorbs the repeat."""
-        if msg.qos > 0 and msg.client is self.client:
-            msg.client._client.ack(msg.mid, msg.qos)
+    def ack(self, msgs: Sequence[Incoming]) -> None:
+        """PUBACK requests, after their commit (one write for the batch). A request from an older connection is
+        not acked: the broker redelivers it in the persistent session, and the store's idempotency absorbs the
+        repeat."""
+        client = self.client
+        if client is None:
+            return
+        mids = [m.mid for m in msgs if m.qos == 1 and m.client is client]
+        if self._fast is not None:
+            self._fast.puback(mids)
+            return
+        for mid in mids:
+            client._client.ack(mid, 1)
 
     def publish_start(self, items: Sequence[tuple[str, bytes]]) -> BatchAck:
-        """Hand many QoS 1 messages to paho, in order; the returned handle resolves once the broker
+        """Hand many QoS 1 messages to the broker, in order; the returned handle resolves once the broker
         acknowledged every one (:meth:`publish_wait`). Several batches may be in flight at once.
 
-        One future per batch instead of one aiomqtt call (an Event, a wait_for and a scan of every pending
-        call) per message: aiomqtt's PUBACK handler calls ``.set()`` on whatever is registered for the mid,
-        so a counter stands in for its Event.
+        One future per batch; the PUBACKs are counted by :class:`mqtt_fast.FastQos1` (or, with a paho whose
+        internals it does not know, by aiomqtt's PUBACK handler, which calls ``.set()`` on whatever is
+        registered for the mid: a counter stands in for its Event).
         """
         client = self.client
         if client is None:
             raise aiomqtt.MqttError("not connected")
+        fast = self._fast
+        loop = asyncio.get_running_loop()
+        if fast is not None:
+            ack = BatchAck(loop.create_future(), fast.waiting)
+            try:
+                fast.publish(items, ack)
+            except ConnectionError as exc:
+                raise aiomqtt.MqttError(str(exc)) from exc
+        else:
+            ack = BatchAck(loop.create_future(), client._pending_publishes)
+            self._paho_publish(client, items, ack)
+        if ack.remaining == 0:
+            ack.done.set_result(None)
+        return ack
+
+    @staticmethod
+    def _paho_publish(client: aiomqtt.Client, items: Sequence[tuple[str, bytes]], ack: BatchAck) -> None:
         paho = client._client
-        pending = client._pending_publishes
-        ack = BatchAck(asyncio.get_running_loop().create_future(), pending)
         for topic, payload in items:
             info = paho.publish(topic, payload, 1, False)   # no properties: paho writes a zero length
             if info.rc != 0:
@@ -171,11 +200,8 @@ class MqttLink:
                 raise aiomqtt.MqttError(f"could not publish: rc {info.rc}")
             if not info.is_published():
                 ack.remaining += 1
-                pending[info.mid] = ack  # type: ignore[assignment]
+                ack._pending[info.mid] = ack
                 ack.mids.append(info.mid)
-        if ack.remaining == 0:
-            ack.done.set_result(None)
-        return ack
 
     async def publish_wait(self, ack: BatchAck, timeout: float = 30.0) -> None:
         if ack.done.done():
@@ -202,7 +228,7 @@ class MqttLink:
 
 
 class BatchAck:
-    """Counts the PUBACKs of one batch; aiomqtt calls ``set()`` once per acknowledged mid."""
+    """Counts the PUBACKs of one batch: ``set()`` is called once per acknowledged mid."""
 
     __slots__ = ("remaining", "done", "mids", "_pending")
 

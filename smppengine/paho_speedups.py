@@ -11,6 +11,7 @@ them once when the engine's MQTT module is imported.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from paho.mqtt.client import MQTTMessageInfo
@@ -47,16 +48,20 @@ class BufferedReads:
     byte, each byte of the length, then the rest): three for a 4-byte PUBACK, about 10 % of the engine's CPU
     in the e2e profile. This reads up to 64 KiB per call and serves paho from that buffer. The socket does
     not signal "readable" for packets already in the buffer, so ``loop_read`` is repeated until it is empty.
+
+    ``take`` (mqtt_fast.FastQos1.take_buffered), when given, is offered the buffer whenever paho is between
+    packets: it consumes the packets it answers itself and returns where paho goes on reading.
     """
 
-    __slots__ = ("_recv", "_loop_read", "_paho", "_data", "_pos")
+    __slots__ = ("_recv", "_loop_read", "_paho", "_data", "_pos", "take")
 
-    def __init__(self, paho: Any) -> None:
+    def __init__(self, paho: Any, take: Callable[[bytes, int], int] | None = None) -> None:
         self._paho = paho
         self._recv = paho._sock_recv
         self._loop_read = paho.loop_read
         self._data = b""
         self._pos = 0
+        self.take = take
         paho._sock_recv = self.sock_recv
         paho.loop_read = self.loop_read
 
@@ -77,7 +82,12 @@ class BufferedReads:
 
     def loop_read(self, max_packets: int = 1) -> Any:
         rc = self._loop_read(max_packets)
-        while rc == 0 and self._pos < len(self._data) and self._paho._sock is not None:
+        paho, take = self._paho, self.take
+        while rc == 0 and self._pos < len(self._data) and paho._sock is not None:
+            if take is not None and paho._in_packet["command"] == 0:
+                self._pos = take(self._data, self._pos)
+                if self._pos >= len(self._data):
+                    break
             rc = self._loop_read(max_packets)
         return rc
 

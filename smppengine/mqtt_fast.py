@@ -1,0 +1,155 @@
+"""QoS 1 publishes and PUBACKs of the engine's hot path without paho's per-packet objects.
+
+For every QoS 1 publish paho builds an ``MQTTMessage``, an ``MQTTMessageInfo`` and
+the packet, and queues it on its own; for every PUBACK it parses a ``ReasonCode``
+and ``Properties`` and runs a chain of callbacks: ~16 % of the engine's CPU in the
+e2e profile (three status events and their PUBACKs per message). The outbox needs
+none of it: its rows are the source of truth and are published again after a
+reconnect, so paho's session store of outgoing messages is not needed either.
+
+:class:`FastQos1` writes a batch of PUBLISH packets as one buffer into paho's out
+queue (paho still owns the socket, the keepalive and the order of everything it
+writes), takes packet ids from paho's own counter, and takes the PUBACKs of those
+ids before paho parses them: straight from the read buffer (:class:`BufferedReads`)
+when a whole PUBACK sits there, else in paho's PUBACK handler. The engine's
+PUBACKs of requests (manual acknowledgement after the commit) are written the
+same way, one buffer per committed batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+PUBLISH_QOS1 = 0x32
+PUBACK = 0x40
+_PAHO_SHAPE = ("_packet_queue", "_mid_generate_mutex", "_last_mid", "_handle_pubackcomp", "_in_packet", "_sock")
+
+
+class Acked(Protocol):
+    """What a publish waits on: told once per acknowledged packet (``remaining`` counts them)."""
+
+    remaining: int
+    mids: list[int]
+
+    def set(self) -> None: ...
+
+
+def _length(n: int) -> bytes:
+    """MQTT's variable-length "remaining length"."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def fits(paho: Any) -> bool:
+    """True when the installed paho has the internals this module relies on."""
+    return all(hasattr(paho, name) for name in _PAHO_SHAPE) and isinstance(paho._in_packet, dict)
+
+
+class FastQos1:
+    """The outbox's publishes and the requests' PUBACKs on one paho client (one connection)."""
+
+    __slots__ = ("_paho", "_v5", "waiting", "_handle_other", "refused")
+
+    def __init__(self, paho: Any, v5: bool) -> None:
+        if not fits(paho):
+            raise RuntimeError("paho-mqtt's internals are not the expected ones")
+        self._paho = paho
+        self._v5 = v5
+        self.waiting: dict[int, Acked] = {}      # packet id → the batch waiting for its PUBACK
+        self.refused = 0                          # PUBACKs with an MQTT 5 failure reason code
+        self._handle_other: Callable[[str], Any] = paho._handle_pubackcomp
+        paho._handle_pubackcomp = self._handle_pubackcomp
+
+    @property
+    def connected(self) -> bool:
+        return self._paho._sock is not None
+
+    def publish(self, items: Sequence[tuple[str, bytes]], ack: Acked) -> None:
+        """Queue QoS 1 PUBLISH packets, in order, as one write; ``ack`` is told of each PUBACK."""
+        if not items:
+            return
+        paho = self._paho
+        if paho._sock is None:
+            raise ConnectionError("not connected")
+        with paho._mid_generate_mutex:           # ids 1..65535 from paho's counter, as paho would take them
+            mid = paho._last_mid
+            paho._last_mid = (mid + len(items) - 1) % 65535 + 1
+        extra = 5 if self._v5 else 4             # topic length, packet id (and MQTT 5's empty properties)
+        buf = bytearray()
+        waiting, mids = self.waiting, ack.mids
+        for topic, payload in items:
+            mid = mid % 65535 + 1
+            t = topic.encode()
+            buf.append(PUBLISH_QOS1)
+            buf += _length(extra + len(t) + len(payload))
+            buf += len(t).to_bytes(2, "big")
+            buf += t
+            buf += mid.to_bytes(2, "big")
+            if extra == 5:
+                buf.append(0)
+            buf += payload
+            waiting[mid] = ack
+            mids.append(mid)
+        ack.remaining += len(items)
+        paho._packet_queue(PUBLISH_QOS1, buf, 0, 1)
+
+    def puback(self, mids: Sequence[int]) -> None:
+        """PUBACK received QoS 1 packets (the engine's manual acknowledgement), one write for all."""
+        if not mids or self._paho._sock is None:
+            return
+        buf = bytearray()
+        for mid in mids:
+            buf += b"\x40\x02"
+            buf += mid.to_bytes(2, "big")
+        self._paho._packet_queue(PUBACK, buf, 0, 0)
+
+    # ------------------------------------------------------------------ PUBACKs
+    def _acked(self, ack: Acked, reason: int, mid: int) -> None:
+        if reason >= 0x80:
+            # the broker refused the message (MQTT 5: not authorized, quota exceeded…); paho and aiomqtt
+            # treat it as published too, so it is not retried forever, but it is said
+            self.refused += 1
+            log.warning("publish_refused", mid=mid, reason_code=reason)
+        ack.set()
+
+    def _handle_pubackcomp(self, cmd: str) -> Any:
+        """paho's PUBACK/PUBCOMP handler: the ids published here are answered here, the rest go to paho."""
+        if cmd == "PUBACK" and self.waiting:
+            pkt = self._paho._in_packet["packet"]
+            if len(pkt) >= 2:
+                mid = (pkt[0] << 8) | pkt[1]
+                ack = self.waiting.pop(mid, None)
+                if ack is not None:
+                    self._acked(ack, pkt[2] if len(pkt) > 2 else 0, mid)
+                    return 0
+        return self._handle_other(cmd)
+
+    def take_buffered(self, data: bytes, pos: int) -> int:
+        """Answer the whole PUBACKs of ids published here that start at ``pos`` of paho's read buffer (paho
+        is between packets); returns the position of the first byte left for paho."""
+        waiting = self.waiting
+        end = len(data)
+        while waiting and pos + 4 <= end and data[pos] == PUBACK:
+            size = data[pos + 1]
+            if size == 2:
+                reason = 0
+            elif size == 3 and pos + 5 <= end:
+                reason = data[pos + 4]
+            else:
+                break                            # with properties, or cut: paho reads it
+            mid = (data[pos + 2] << 8) | data[pos + 3]
+            ack = waiting.pop(mid, None)
+            if ack is None:
+                break                            # one of paho's own publishes
+            pos += 2 + size
+            self._acked(ack, reason, mid)
+        return pos
