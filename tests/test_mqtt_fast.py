@@ -142,8 +142,10 @@ async def running_link(broker: Mosquitto, protocol: int, client_id: str,
             await task
 
 
-@pytest.mark.parametrize("protocol", [5, 4])
-async def test_batches_arrive_in_order_byte_exact_and_are_acknowledged(broker: Mosquitto, protocol: int) -> None:
+@pytest.mark.parametrize(("protocol", "fast"), [(5, True), (4, True), (5, False)])
+async def test_batches_arrive_in_order_byte_exact_and_are_acknowledged(broker: Mosquitto, protocol: int,
+                                                                      fast: bool) -> None:
+    """fast=False: the fallback through paho.publish, for a paho whose internals mqtt_fast does not know."""
     payloads = [bytes([65 + i % 26]) * size for i, size in
                 enumerate([0, 1, 100, 121, 122, 127, 128, 5_000, 16_370, 16_400, 70_000] * 30)]
     items = [(f"fast/status/m{i}" + "x" * (i % 50), p) for i, p in enumerate(payloads)]
@@ -152,10 +154,12 @@ async def test_batches_arrive_in_order_byte_exact_and_are_acknowledged(broker: M
         await sub.subscribe("fast/status/#", qos=1)
         async with running_link(broker, protocol, f"fast-{protocol}") as link:
             assert link._fast is not None                    # the installed paho has the expected internals
+            if not fast:
+                link._fast = None
             acks = [link.publish_start(items[i:i + 100]) for i in range(0, len(items), 100)]
             for ack in acks:
                 await link.publish_wait(ack, timeout=20)
-            assert link._fast.waiting == {}
+            assert link._fast is None or link._fast.waiting == {}
             received: list[tuple[str, bytes]] = []
             async with asyncio.timeout(20):
                 async for m in sub.messages:
@@ -168,11 +172,13 @@ async def test_batches_arrive_in_order_byte_exact_and_are_acknowledged(broker: M
             await link.client.publish("fast/other", b"paho", qos=1, timeout=10)
 
 
-@pytest.mark.parametrize("protocol", [5, 4])
-async def test_acknowledged_requests_are_not_delivered_again(broker: Mosquitto, protocol: int) -> None:
+@pytest.mark.parametrize(("protocol", "fast"), [(5, True), (4, True), (5, False)])
+async def test_acknowledged_requests_are_not_delivered_again(broker: Mosquitto, protocol: int, fast: bool) -> None:
     inbox: asyncio.Queue[Incoming] = asyncio.Queue()
     async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
         async with running_link(broker, protocol, f"acks-{protocol}", inbox) as link:
+            if not fast:
+                link._fast = None
             for i in range(300):
                 await pub.publish("fast/outbound", f"r{i}".encode(), qos=1)
             async with asyncio.timeout(20):
