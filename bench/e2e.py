@@ -53,6 +53,7 @@ from harness import (  # noqa: E402
     engine_config,
     free_port,
     http_json,
+    machine,
     mqtt_publish_packet,
     percentile,
     profile_summary,
@@ -288,6 +289,7 @@ def report_profile(collapsed: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    where = machine()        # before the runs: the yardstick is measured on a quiet machine
     runs = [asyncio.run(run(args)) for _ in range(max(1, args.repeat))]
     if len(runs) == 1:
         out = runs[0]
@@ -298,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
         out["runs_engine_cpu_s_per_1k"] = [r.get("engine_cpu_s_per_1k") for r in runs]
         out["lost"] = sum(int(r.get("lost") or 0) for r in runs)
         out["duplicates"] = sum(int(r.get("duplicates") or 0) for r in runs)
+    out["machine"] = where
     print(json.dumps(out, separators=(",", ":")), flush=True)
 
 

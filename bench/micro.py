@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson  # noqa: E402
+from harness import machine  # noqa: E402
 from micro_pdu import RECEIPT, SUBMIT_PARAMS  # noqa: E402
 from micro_text import GSM_1, UCS2_3  # noqa: E402
 
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     out: dict[str, Any] = {"bench": "micro", "quick": args.quick}
     out.update(cpu_benchmarks(number))
     out.update(asyncio.run(store_benchmarks(n, serial)))
+    out["machine"] = machine()
     print(json.dumps(out, separators=(",", ":")), flush=True)
 
 

@@ -37,6 +37,7 @@ from harness import (  # noqa: E402
     engine_child,
     engine_config,
     free_port,
+    machine,
     request_payload,
     sim_child,
     slope,
@@ -147,7 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=float, default=0.2, help="fraction of messages before the slope is fitted")
     ap.add_argument("--timeout", type=float, default=None)
     ap.add_argument("--grace", type=float, default=1.0)
+    where = machine()
     out = asyncio.run(run(ap.parse_args(argv)))
+    out["machine"] = where
     print(json.dumps(out, separators=(",", ":")), flush=True)
 
 

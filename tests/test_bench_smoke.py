@@ -34,6 +34,8 @@ def test_bench_scripts_smoke() -> None:
     assert e2e["n"] == 300
     assert e2e["lost"] == 0 and e2e["duplicates"] == 0
     assert len(e2e["runs_full_life_msg_s"]) == 2 and e2e["pinned"] == "0"
+    assert e2e["machine"]["yardstick_ms"] > 0 and e2e["machine"]["nproc"] >= 1   # type: ignore[index]
     micro = _one_json_line(["bench/micro.py", "--quick"], timeout=20)
     assert MICRO_KEYS <= micro.keys()
     assert all(isinstance(micro[k], int | float) for k in MICRO_KEYS)
+    assert micro["machine"]["yardstick_ms"] > 0   # type: ignore[index]
