@@ -205,10 +205,27 @@ class Engine:
             return self._receipt_after_resp(client, smsc.name, receipt)   # it overtook its resp: wait for it
         return self._store_receipt(smsc.name, receipt)
 
-    async def _receipt_after_resp(self, client: SmscClient, smsc: str, receipt: Receipt) -> int:
-        await client.resp_seen(receipt.message_id)
-        await self._store_receipt(smsc, receipt)
-        return 0
+    def _receipt_after_resp(self, client: SmscClient, smsc: str, receipt: Receipt) -> asyncio.Future[str]:
+        """Store the receipt once its resp was handled; callbacks, not a task (the usual receipt on a busy
+        bind arrives in the same read as its resp, before the sender has stored that resp)."""
+        out: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def stored(fut: asyncio.Future[str]) -> None:
+            if out.done():
+                return
+            if fut.cancelled():
+                out.cancel()
+            elif (exc := fut.exception()) is not None:
+                out.set_exception(exc)
+            else:
+                out.set_result(fut.result())
+
+        def seen(_: asyncio.Future[None]) -> None:
+            if not out.done():
+                self._store_receipt(smsc, receipt).add_done_callback(stored)
+
+        client.resp_seen(receipt.message_id).add_done_callback(seen)
+        return out
 
     def _store_receipt(self, smsc: str, receipt: Receipt) -> asyncio.Future[str]:
         fut = self.store.receipt_nowait(smsc, receipt)

@@ -260,28 +260,32 @@ class SmscClient:
         keys = receipt_id_keys(message_id)
         return not keys or not self._answered_keys.keys().isdisjoint(keys)
 
-    async def resp_seen(self, message_id: str) -> None:
-        """A receipt arrived for ``message_id``: return once the resp that carries this id has been handled
-        (at once when it already was, the usual case), or once every submit sent before the receipt
+    def resp_seen(self, message_id: str) -> asyncio.Future[None]:
+        """A receipt arrived for ``message_id``: a future resolved once the resp that carries this id has been
+        handled (already resolved when it was, the usual case), or once every submit sent before the receipt
         arrived has been answered (the receipt is then for an older message, or a resp this process never
         saw: the store holds it), at most RESP_WAIT_S. SMSCs send receipts on any bind, often before the
-        resp on another bind; waiting a few milliseconds here saves holding them in the store."""
-        if self.resp_known(message_id):
-            return
-        keys = receipt_id_keys(message_id)
+        resp on another bind; waiting a few milliseconds here saves holding them in the store. A future (no
+        task): the caller goes on in a done-callback."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
+        if self.resp_known(message_id):
+            waiter.set_result(None)
+            return waiter
+        keys = receipt_id_keys(message_id)
         for k in keys:
             self._key_waiters[k] = waiter
         self._horizon_waiters.append((self._sent, waiter))
         timer = loop.call_later(RESP_WAIT_S, _resolve, waiter)
-        try:
-            await waiter
-        finally:
+
+        def forget(_: asyncio.Future[None]) -> None:
             timer.cancel()
             for k in keys:
                 if self._key_waiters.get(k) is waiter:
                     del self._key_waiters[k]
+
+        waiter.add_done_callback(forget)
+        return waiter
 
     def on_result(self, status: int) -> float:
         """Feed the adaptive rate with a resp's status; returns the pause (s) after a throttle, else 0."""
