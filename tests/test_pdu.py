@@ -617,6 +617,37 @@ async def test_read_frame_max_len() -> None:
     assert await read_frame(_reader(exact)) == exact
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300), min_size=0, max_size=12), st.data())
+def test_frame_splitter_cuts_any_chunking_into_the_same_pdus(bodies: list[bytes], data: st.DataObject) -> None:
+    frames = [frame(0x80000004, b, seq=i + 1) for i, b in enumerate(bodies)]
+    stream = b"".join(frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    split = P.FrameSplitter()
+    out = [f for c in chunks for f in split.feed(c)]
+    assert out == frames and split.error is None
+    with pytest.raises(EOFError):
+        split.eof()                           # ended between PDUs
+
+
+def test_frame_splitter_eof_mid_frame_and_bad_length() -> None:
+    a = encode(Pdu("submit_sm_resp", 2, 0, {"message_id": "xyz"}))
+    for cut in range(1, len(a)):
+        split = P.FrameSplitter()
+        assert split.feed(a[:cut]) == []
+        with pytest.raises(FrameError, match="EOF after"):
+            split.eof()
+    for length in (0, 15, P.MAX_PDU_LEN + 1, 0xFFFFFFFF):
+        split = P.FrameSplitter()
+        # the PDU before the bad length still comes out; then the stream is unusable
+        assert split.feed(a + struct.pack(">I", length) + b"\x00" * 12 + a) == [a]
+        assert isinstance(split.error, FrameError) and split.feed(a) == []
+    big = encode(Pdu("submit_sm", 1, 0, {"message_payload": b"x" * 1000}))
+    assert P.FrameSplitter().feed(big) == [big]
+    assert P.FrameSplitter(max_len=500).feed(big) == []
+
+
 # --- property tests: our codec == smpplib, both directions, every command smpplib knows ------------------
 
 

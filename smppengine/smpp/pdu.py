@@ -486,6 +486,49 @@ async def read_frame(reader: asyncio.StreamReader, max_len: int = MAX_PDU_LEN) -
     return head + rest
 
 
+class FrameSplitter:
+    """Cuts a byte stream into whole PDUs (pure: the caller reads the socket). One read of up to 64 KiB
+    usually holds many PDUs: they are cut here in one go, not awaited one ``readexactly`` pair each."""
+
+    __slots__ = ("_buf", "max_len", "error")
+
+    def __init__(self, max_len: int = MAX_PDU_LEN) -> None:
+        self._buf = b""
+        self.max_len = max_len
+        self.error: FrameError | None = None     # set once the stream is unusable; nothing more is cut
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Every whole PDU completed by ``data``, in order. A bad command_length sets :attr:`error` (the
+        PDUs before it are still returned)."""
+        if self.error is not None:
+            return []
+        buf = self._buf + data if self._buf else data
+        frames: list[bytes] = []
+        pos, end = 0, len(buf)
+        while end - pos >= 4:
+            (length,) = _U32.unpack_from(buf, pos)
+            if length < HEADER_LEN or length > self.max_len:
+                self.error = FrameError(f"command_length {length} outside {HEADER_LEN}..{self.max_len}")
+                self._buf = b""
+                return frames
+            if end - pos < length:
+                break
+            frames.append(buf[pos:pos + length])
+            pos += length
+        self._buf = buf[pos:] if pos else buf
+        return frames
+
+    def eof(self) -> None:
+        """The stream ended: EOFError when it ended between PDUs, FrameError inside one."""
+        n = len(self._buf)
+        if n == 0:
+            raise EOFError("connection closed")
+        if n < 4:
+            raise FrameError(f"EOF after {n} octet(s) of command_length")
+        (length,) = _U32.unpack_from(self._buf, 0)
+        raise FrameError(f"EOF after {n} of {length} octets")
+
+
 # --- helpers --------------------------------------------------------------------------------------
 def response_for(pdu: Pdu, status: int = 0, **params: Any) -> Pdu:
     """The matching ``*_resp`` of a request PDU, with the same sequence number."""

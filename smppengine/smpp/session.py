@@ -73,7 +73,10 @@ class Session:
         self._on_change = on_change or (lambda: None)
         self._on_slot_free = on_slot_free or self._on_change     # a submit ended: one window slot is free
         self._seq = 0
-        self._pending: dict[int, asyncio.Future[P.Pdu]] = {}
+        # requests awaiting their response, in the order sent, with their deadline (loop time); one timer
+        # (_sweep) watches the oldest instead of a timer per request
+        self._pending: dict[int, tuple[asyncio.Future[P.Pdu], float]] = {}
+        self._sweep: asyncio.TimerHandle | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._wbuf: list[bytes] = []
@@ -157,10 +160,13 @@ class Session:
         if self._writer is not None:
             self._flush()              # what was queued (an unbind_resp, a generic_nack) still goes out
             self._writer.close()
-        for fut in self._pending.values():
+        for fut, _ in self._pending.values():
             if not fut.done():
                 fut.set_exception(SessionClosed(reason))
         self._pending.clear()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         current = asyncio.current_task()
         for t in self._tasks:
             if t is not current:
@@ -180,20 +186,38 @@ class Session:
     async def request(self, command: str, params: dict[str, Any]) -> P.Pdu:
         """Send a request PDU and await its response (or generic_nack)."""
         seq = self._next_seq()
-        fut: asyncio.Future[P.Pdu] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[P.Pdu] = loop.create_future()
         self._send(P.Pdu(command, seq, 0, params))
-        self._pending[seq] = fut
-        timer = asyncio.get_running_loop().call_later(self.smsc.response_timeout_s, self._timeout, seq)
-        try:
-            await self._drain()
-            return await fut
-        finally:
-            timer.cancel()
+        deadline = loop.time() + self.smsc.response_timeout_s
+        self._pending[seq] = (fut, deadline)
+        if self._sweep is None:
+            self._sweep = loop.call_at(deadline, self._sweep_timeouts)
+        await self._drain()
+        return await fut
+
+    def _sweep_timeouts(self) -> None:
+        """Time out the requests whose deadline passed (the oldest first: deadlines grow with the order of
+        sending), then watch the oldest left."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time() + 0.001       # timers may fire up to a clock tick early
+        expired = []
+        for seq, (_, deadline) in self._pending.items():
+            if deadline > now:
+                break
+            expired.append(seq)
+        for seq in expired:
+            self._timeout(seq)
+        if self._pending and not self.closed.is_set():
+            _, deadline = next(iter(self._pending.values()))
+            self._sweep = loop.call_at(deadline, self._sweep_timeouts)
 
     def _timeout(self, seq: int) -> None:
-        fut = self._pending.pop(seq, None)
-        if fut is None or fut.done():
+        entry = self._pending.pop(seq, None)
+        if entry is None or entry[0].done():
             return
+        fut = entry[0]
         fut.set_exception(ResponseTimeout(f"no response within {self.smsc.response_timeout_s}s"))
         self._timeouts += 1
         self._log.warning("response_timeout", seq=seq, consecutive=self._timeouts)
@@ -215,28 +239,35 @@ class Session:
     async def _read_loop(self) -> None:
         assert self._reader is not None
         reader = self._reader
+        frames = P.FrameSplitter()
         while True:
             try:
-                frame = await P.read_frame(reader)
-            except EOFError:
-                self._close_now("connection closed by SMSC")
-                return
-            except P.FrameError as exc:
-                self._close_now(f"unreadable stream: {exc}")
-                return
+                data = await reader.read(65536)
             except (ConnectionError, OSError) as exc:
                 self._close_now(f"connection lost: {exc}")
                 return
+            if not data:
+                try:
+                    frames.eof()
+                except EOFError:
+                    self._close_now("connection closed by SMSC")
+                except P.FrameError as exc:
+                    self._close_now(f"unreadable stream: {exc}")
+                return
             self._last_rx = time.monotonic()
-            try:
-                pdu = P.decode(frame)
-            except P.PduError as exc:
-                self._log.warning("pdu_malformed", seq=exc.seq, command_status=exc.status, error=str(exc))
-                self._reply(P.generic_nack(exc.seq, exc.status))
-                continue
-            try:
-                self._dispatch(pdu)
-            except SessionClosed:
+            for frame in frames.feed(data):
+                try:
+                    pdu = P.decode(frame)
+                except P.PduError as exc:
+                    self._log.warning("pdu_malformed", seq=exc.seq, command_status=exc.status, error=str(exc))
+                    self._reply(P.generic_nack(exc.seq, exc.status))
+                    continue
+                try:
+                    self._dispatch(pdu)
+                except SessionClosed:
+                    return
+            if frames.error is not None:
+                self._close_now(f"unreadable stream: {frames.error}")
                 return
 
     def _reply(self, pdu: P.Pdu) -> None:
@@ -247,12 +278,13 @@ class Session:
 
     def _dispatch(self, pdu: P.Pdu) -> None:
         if pdu.is_response:
-            fut = self._pending.pop(pdu.seq, None)
-            if fut is None:
+            entry = self._pending.pop(pdu.seq, None)
+            if entry is None:
                 self._log.warning("unexpected_response", command=pdu.command, seq=pdu.seq,
                                   command_status=pdu.status)
                 return
             self._timeouts = 0
+            fut = entry[0]
             if not fut.done():
                 fut.set_result(pdu)
             return
