@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import signal
@@ -186,7 +187,8 @@ async def _run_engine(cfg: Config, load: Callable[[], Config] | None = None) -> 
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup.set)
     notifier = Notifier()
     engine = Engine(cfg)
-    await engine.start()
+    if not await _start_unless_stopped(engine, stop):
+        return
     _tune_gc()
     notifier.ready(engine.status_line())
     helpers = [asyncio.create_task(keepalive(notifier, engine.status_line), name="sd-keepalive")]
@@ -202,6 +204,26 @@ async def _run_engine(cfg: Config, load: Callable[[], Config] | None = None) -> 
         helpers[0].cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
         notifier.close()
+
+
+async def _start_unless_stopped(engine: Any, stop: asyncio.Event) -> bool:
+    """Start the engine; a SIGTERM/SIGINT while it starts (e.g. the broker is not reachable yet: the start
+    waits for it) stops it instead of being ignored. False when stopped before the start completed."""
+    starting = asyncio.ensure_future(engine.start())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if starting.done():
+        starting.result()          # a failed start raises here
+        return True
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    log.info("stopped_during_start")
+    await engine.stop()
+    return False
 
 
 async def _reload_on_hup(engine: Any, load: Callable[[], Config], hup: asyncio.Event, notifier: Any) -> None:

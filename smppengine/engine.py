@@ -131,7 +131,8 @@ class Engine:
             c.halt()
         await self.dispatcher.drain(grace)
         await asyncio.gather(*(c.stop() for c in self.clients.values()))
-        await self.publisher.flush(min(grace, 5.0))
+        if self.link.connected.is_set():      # (not when stopped while the start waited for the broker)
+            await self.publisher.flush(min(grace, 5.0))
         await self.link.stop()
         for t in self._tasks:
             t.cancel()

@@ -275,7 +275,13 @@ class EngineProcess:
         assert self.proc is not None
         if self.proc.returncode is None:
             self.proc.terminate()
-        rc = await asyncio.wait_for(self.proc.wait(), timeout)
+        try:
+            rc = await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            # did not stop on SIGTERM: fail, but do not leave the process running after the test
+            self.proc.kill()
+            await self.proc.wait()
+            raise AssertionError(f"the engine did not exit within {timeout}s of SIGTERM (killed)") from None
         if self._reader is not None:
             await self._reader
         return rc

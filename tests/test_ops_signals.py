@@ -22,6 +22,27 @@ def _doc(tmp_path: Path, broker: Mosquitto, smscs: list[dict[str, Any]], instanc
     }
 
 
+async def test_sigterm_while_the_broker_is_unreachable_at_start_stops_the_engine(tmp_path: Path) -> None:
+    """The start waits for the broker; a SIGTERM meanwhile (systemd stop, Ctrl-C) must stop the engine, not
+    be ignored until the broker comes."""
+    from smppengine.broker import free_port
+
+    doc: dict[str, Any] = {
+        "engine": {"instance": "nobroker", "store": str(tmp_path / "engine.db")},
+        "mqtt": {"url": f"mqtt://127.0.0.1:{free_port()}"}, "http": {"listen": ""},
+        "log": {"level": "info", "format": "json"},
+        "smsc": [smsc("a", free_port())],
+    }
+    engine = EngineProcess(write_toml(str(tmp_path / "engine.toml"), doc))
+    await engine.start()
+    try:
+        await engine.wait_log("mqtt_disconnected")          # started, retrying the broker
+        assert await engine.terminate(timeout=20) == 0
+        assert engine.count("stopped_during_start") == 1 and engine.count("engine_stopped") == 1
+    finally:
+        await engine.terminate()
+
+
 async def test_sigterm_mid_traffic_exits_0_unbinds_goes_offline_and_loses_nothing(
         tmp_path: Path, broker: Mosquitto, sim: Simulator) -> None:
     path = write_toml(str(tmp_path / "engine.toml"), _doc(tmp_path, broker, [smsc("a", sim.port, tps=40)], "term"))
