@@ -88,6 +88,9 @@ class Watcher:
         self.client_id = f"w-{uuid.uuid4().hex[:8]}"
         self.prefix = prefix
         self.events: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+        # ids with a final event, kept as events arrive: the waits below check thousands of ids on every
+        # event, and scanning each id's events made the test process (simulator, watcher) the bottleneck
+        self.final_ids: set[str | None] = set()
         self.inbound: list[dict[str, Any]] = []
         self.presence: dict[str, dict[str, Any]] = {}
         self._changed = asyncio.Event()
@@ -138,6 +141,8 @@ class Watcher:
             self.presence[topic.rsplit("/", 1)[1]] = doc
         else:
             self.events[doc.get("id")].append(doc)
+            if doc.get("state") in FINAL:
+                self.final_ids.add(doc.get("id"))
         self._changed.set()
 
     async def publish(self, payload: bytes | dict[str, Any]) -> None:
@@ -164,7 +169,7 @@ class Watcher:
 
     async def wait_final(self, ids: Iterable[str], timeout: float = 30.0) -> None:
         ids = list(ids)
-        await self.wait(lambda: all(self.final(i) for i in ids), timeout,
+        await self.wait(lambda: self.final_ids.issuperset(ids), timeout,
                         what=f"final states of {len(ids)} ids; missing e.g. "
                              f"{[i for i in ids if not self.final(i)][:3]}")
 
