@@ -102,8 +102,14 @@ class MqttLink:
         )                              # itself within the broker's Receive Maximum instead
         paho = client._client
         reads = paho_speedups.BufferedReads(paho)
-        self._next_fast = FastQos1(paho, v5) if mqtt_fast.fits(paho) else None
-        if self._next_fast is not None:
+        self._next_fast = None
+        if mqtt_fast.fits(paho):
+            topic = f"{self.prefix}/outbound"       # as delivered, also through a $share subscription
+
+            def on_request(payload: bytes, mid: int) -> None:
+                self.on_message(Incoming(payload, topic, mid, 1, client))
+
+            self._next_fast = FastQos1(paho, v5, topic, on_request)
             reads.take = self._next_fast.take_buffered
         # paho formats a debug log call for every packet (a logger check each time, 2 % of the CPU); aiomqtt
         # turns its failures into exceptions, which run() logs

@@ -27,7 +27,8 @@ log = structlog.get_logger(__name__)
 
 PUBLISH_QOS1 = 0x32
 PUBACK = 0x40
-_PAHO_SHAPE = ("_packet_queue", "_mid_generate_mutex", "_last_mid", "_handle_pubackcomp", "_in_packet", "_sock")
+_PAHO_SHAPE = ("_packet_queue", "_mid_generate_mutex", "_last_mid", "_handle_pubackcomp", "_handle_publish",
+               "_in_packet", "_sock")
 
 
 class Acked(Protocol):
@@ -57,9 +58,11 @@ def fits(paho: Any) -> bool:
 class FastQos1:
     """The outbox's publishes and the requests' PUBACKs on one paho client (one connection)."""
 
-    __slots__ = ("_paho", "_v5", "waiting", "_handle_other", "refused")
+    __slots__ = ("_paho", "_v5", "waiting", "_handle_other", "refused", "_handle_other_publish", "topic",
+                 "on_request")
 
-    def __init__(self, paho: Any, v5: bool) -> None:
+    def __init__(self, paho: Any, v5: bool, topic: str = "",
+                 on_request: Callable[[bytes, int], None] | None = None) -> None:
         if not fits(paho):
             raise RuntimeError("paho-mqtt's internals are not the expected ones")
         self._paho = paho
@@ -68,6 +71,12 @@ class FastQos1:
         self.refused = 0                          # PUBACKs with an MQTT 5 failure reason code
         self._handle_other: Callable[[str], Any] = paho._handle_pubackcomp
         paho._handle_pubackcomp = self._handle_pubackcomp
+        # QoS 1 PUBLISHes on ``topic`` (the requests) go to on_request(payload, packet id), acknowledged by
+        # the caller (manual PUBACK after the commit); anything else goes to paho and aiomqtt
+        self.topic = topic.encode()
+        self.on_request = on_request
+        self._handle_other_publish: Callable[[], Any] = paho._handle_publish
+        paho._handle_publish = self._handle_publish
 
     @property
     def connected(self) -> bool:
@@ -133,23 +142,81 @@ class FastQos1:
                     return 0
         return self._handle_other(cmd)
 
+    # ------------------------------------------------------------------ requests (QoS 1 PUBLISH in)
+    def _request(self, data: bytes | bytearray, pos: int, end: int) -> tuple[bytes, int] | None:
+        """(payload, packet id) of a PUBLISH's variable header + payload in ``data[pos:end]`` when it is on
+        the request topic; None for any other topic or a malformed packet (paho deals with those)."""
+        if end - pos < 4:
+            return None
+        n = (data[pos] << 8) | data[pos + 1]
+        pos += 2
+        if data[pos:pos + n] != self.topic or end - pos < n + 2:
+            return None
+        pos += n
+        mid = (data[pos] << 8) | data[pos + 1]
+        pos += 2
+        if self._v5:                             # skip the properties (a request may carry any)
+            length, pos = _read_length(data, pos, end)
+            if length < 0 or pos + length > end:
+                return None
+            pos += length
+        return bytes(data[pos:end]), mid
+
+    def _handle_publish(self) -> Any:
+        """paho's PUBLISH handler: QoS 1 requests are handed on here, the rest go to paho (and aiomqtt)."""
+        packet = self._paho._in_packet
+        if self.on_request is not None and packet["command"] & 0x06 == 0x02:
+            got = self._request(packet["packet"], 0, len(packet["packet"]))
+            if got is not None:
+                self.on_request(*got)
+                return 0
+        return self._handle_other_publish()
+
+    # ------------------------------------------------------------------ the read buffer
     def take_buffered(self, data: bytes, pos: int) -> int:
-        """Answer the whole PUBACKs of ids published here that start at ``pos`` of paho's read buffer (paho
-        is between packets); returns the position of the first byte left for paho."""
+        """Take the whole packets starting at ``pos`` of paho's read buffer (paho is between packets) that
+        are answered here: PUBACKs of ids published here, QoS 1 requests. Returns the position of the first
+        byte left for paho."""
         waiting = self.waiting
+        on_request = self.on_request
         end = len(data)
-        while waiting and pos + 4 <= end and data[pos] == PUBACK:
-            size = data[pos + 1]
-            if size == 2:
-                reason = 0
-            elif size == 3 and pos + 5 <= end:
-                reason = data[pos + 4]
+        while pos + 4 <= end:
+            first = data[pos]
+            if first == PUBACK:
+                size = data[pos + 1]
+                if size == 2:
+                    reason = 0
+                elif size == 3 and pos + 5 <= end:
+                    reason = data[pos + 4]
+                else:
+                    break                        # with properties, or cut: paho reads it
+                mid = (data[pos + 2] << 8) | data[pos + 3]
+                ack = waiting.pop(mid, None)
+                if ack is None:
+                    break                        # one of paho's own publishes
+                pos += 2 + size
+                self._acked(ack, reason, mid)
+            elif first & 0xF6 == PUBLISH_QOS1 and on_request is not None:     # any dup/retain flag
+                length, body = _read_length(data, pos + 1, end)
+                if length < 0 or body + length > end:
+                    break                        # cut: paho reads it
+                got = self._request(data, body, body + length)
+                if got is None:
+                    break
+                pos = body + length
+                on_request(*got)
             else:
-                break                            # with properties, or cut: paho reads it
-            mid = (data[pos + 2] << 8) | data[pos + 3]
-            ack = waiting.pop(mid, None)
-            if ack is None:
-                break                            # one of paho's own publishes
-            pos += 2 + size
-            self._acked(ack, reason, mid)
+                break
         return pos
+
+
+def _read_length(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
+    """MQTT's variable length at ``pos``: (value, position after it); (-1, pos) when cut or over 4 bytes."""
+    value, shift = 0, 0
+    for i in range(pos, min(pos + 4, end)):
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i + 1
+        shift += 7
+    return -1, pos

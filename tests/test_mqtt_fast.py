@@ -64,6 +64,10 @@ class StandInPaho:
         self.paho_handled.append(cmd)
         return 0
 
+    def _handle_publish(self) -> int:
+        self.paho_handled.append("PUBLISH")
+        return 0
+
 
 def test_publish_takes_ids_from_paho_wrapping_and_writes_one_buffer() -> None:
     paho = StandInPaho()
@@ -123,6 +127,42 @@ def test_paho_handler_answers_our_ids_and_passes_on_the_rest() -> None:
     paho._handle_pubackcomp("PUBACK")
     paho._handle_pubackcomp("PUBCOMP")
     assert paho.paho_handled == ["PUBACK", "PUBCOMP"] and mine.sets == 1
+
+
+def publish_packet(topic: bytes, mid: int, payload: bytes, v5: bool, props: bytes = b"", flags: int = 0x32) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big")
+    if v5:
+        body += _length(len(props)) + props
+    return bytes([flags]) + _length(len(body) + len(payload)) + body + payload
+
+
+@pytest.mark.parametrize("v5", [True, False])
+def test_requests_in_the_read_buffer_go_to_the_engine_in_order(v5: bool) -> None:
+    paho = StandInPaho()
+    got: list[tuple[bytes, int]] = []
+    fast = FastQos1(paho, v5=v5, topic="sms/outbound", on_request=lambda p, m: got.append((p, m)))
+    mine = Counter()
+    fast.waiting[9] = mine
+    props = b"\x26\x00\x01k\x00\x01v" if v5 else b""            # a user property k=v
+    big = b"x" * 300                                                # two length bytes
+    data = (publish_packet(b"sms/outbound", 1, b'{"id":"a"}', v5, props)
+            + b"\x40\x02\x00\x09"                                   # a PUBACK between them
+            + publish_packet(b"sms/outbound", 2, big, v5, flags=0x3B)  # dup + retain flags
+            + publish_packet(b"sms/other", 3, b"?", v5)                # another topic: paho's
+            + publish_packet(b"sms/outbound", 4, b"later", v5))
+    pos = fast.take_buffered(data, 0)
+    assert got == [(b'{"id":"a"}', 1), (big, 2)] and mine.sets == 1
+    assert data[pos:].startswith(publish_packet(b"sms/other", 3, b"?", v5))
+    qos0 = publish_packet(b"sms/outbound", 5, b"q0", v5, flags=0x30)
+    assert fast.take_buffered(qos0, 0) == 0                         # QoS 0: paho's
+    whole = publish_packet(b"sms/outbound", 6, b"cut", v5)
+    assert fast.take_buffered(whole[:-1], 0) == 0 and len(got) == 2  # cut: paho completes it
+    # paho's handler path (the first packet of a read): the same hand-over
+    paho._in_packet = {"command": 0x32, "packet": bytearray(whole[2:])}
+    assert paho._handle_publish() == 0 and got[-1] == (b"cut", 6) and paho.paho_handled == []
+    paho._in_packet = {"command": 0x32, "packet": bytearray(publish_packet(b"sms/x", 7, b"", v5)[2:])}
+    paho._handle_publish()
+    assert paho.paho_handled == ["PUBLISH"]
 
 
 # ---------------------------------------------------------------------- against Mosquitto
