@@ -195,13 +195,16 @@ class Dispatcher:
         except ValueError as exc:      # TextEncodingError, MessageTooLongError (e.g. payload over 64 KiB)
             await self.store.finish(req.id, REJECTED, error("invalid_request", None, f"text: {exc}"))
             return
-        if len(segments.chunks) == 1 and not self.store.shared:
-            # One part on a store of one instance: the submit does not wait for this commit (the store applies
-            # its operations in order, so it is in before this part's resp). What a crash before that commit
-            # changes: the attempt is not counted (one more retry), and there is no concatenation reference to
-            # keep (one part has none; a later attempt in several parts takes a new one).
+        # One part on a store of one instance: nothing is written before the submit. The attempt is recorded
+        # with the part's OK resp (store.submitted_one: one operation per message), or, when the attempt
+        # fails, by begin_attempt before the retry policy runs. What a crash between the submit_sm and the
+        # commit of its resp changes: that attempt is not counted (the message may get one attempt more than
+        # max_attempts), and the message is sent again at the restart, as any part whose resp was not committed.
+        # There is no concatenation reference to keep (one part has none; a later attempt in several parts takes
+        # a new one).
+        one = len(segments.chunks) == 1 and not self.store.shared
+        if one:
             attempt, ref = a.attempt + 1, 0
-            self.store.begin_attempt_nowait(req.id, client.name, 1, None).add_done_callback(_log_store_failure)
         else:
             attempt, ref = await self.store.begin_attempt(req.id, client.name, len(segments.chunks),
                                                           self.refs.next(req.to))
@@ -213,13 +216,15 @@ class Dispatcher:
         a.smsc, a.attempt = client.name, attempt
         parts = text.build_parts(segments, client.cfg.concat, ref)
         todo = [i for i in range(len(parts)) if i not in a.submitted]
-        sends = [self._send_part(client, a, i, self._params(client, req, parts[i], segments.data_coding))
+        sends = [self._send_part(client, a, i, self._params(client, req, parts[i], segments.data_coding), one)
                  for i in todo]
         # the usual single part is awaited directly: gather would wrap it in a task
         outcomes = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
         failures = [o for o in outcomes if o is not None]
         if not failures or (self.stopping and any(cls == STOPPED for cls, _ in failures)):
             return                  # done, or parts left unsent by a shutdown: resumed at the next start
+        if one:                     # the failed attempt counts (and the part row exists) before what follows
+            await self.store.begin_attempt(req.id, client.name, 1, None)
         permanent = [e for cls, e in failures if cls == PERMANENT]
         if permanent:
             await self.store.finish(req.id, REJECTED, permanent[0])
@@ -277,7 +282,10 @@ class Dispatcher:
         params.update(part.tlvs)
         return params
 
-    async def _send_part(self, client: SmscClient, a: Active, idx: int, params: dict[str, Any]) -> PartOutcome:
+    async def _send_part(self, client: SmscClient, a: Active, idx: int, params: dict[str, Any],
+                         one: bool = False) -> PartOutcome:
+        """Send one part until it has an outcome; ``one``: the only part of a message whose attempt is not in
+        the store yet (recorded with the OK resp by store.submitted_one)."""
         req = a.request
         while True:
             try:
@@ -306,7 +314,10 @@ class Dispatcher:
                 self.submitted_ok += 1
                 if self.metrics is not None:
                     self.metrics.part_submitted(client.name, smsc_id, req.received_at)
-                await self.store.part_submitted(req.id, idx, client.name, smsc_id)
+                if one:
+                    await self.store.submitted_one(req.id, client.name, smsc_id)
+                else:
+                    await self.store.part_submitted(req.id, idx, client.name, smsc_id)
                 if logs.DEBUG:
                     log.debug("part_submitted", msg_id=req.id, smsc=client.name, part=idx, smsc_message_id=smsc_id)
                 return None
@@ -318,9 +329,3 @@ class Dispatcher:
                      error=name, error_class=cls)
             return cls, error(name, status, f"submit_sm_resp {name} (0x{status:08X})")
 
-
-def _log_store_failure(fut: asyncio.Future[Any]) -> None:
-    """Done-callback of a store operation nobody awaits: its failure is logged (the commit failure itself is
-    logged by the store, and the operations after it in the same batch fail with it)."""
-    if not fut.cancelled() and (exc := fut.exception()) is not None:
-        log.warning("store_operation_failed", error=str(exc))

@@ -91,6 +91,9 @@ async def test_error_classes_retries_timeouts_and_ttl(tmp_path: Path, broker: Mo
         assert w.states("trans") == ["queued", "retrying", "retrying", "submitted", "delivered"]
         retry_event = w.events["trans"][1]
         assert retry_event["error"]["code"] == "ESME_RSYSERR" and retry_event["next_attempt_at"]
+        # each failed attempt is counted before its retrying event, the OK one with its submitted event
+        assert [e["attempt"] for e in w.events["trans"]] == [0, 1, 2, 3, 3]
+        assert [(e["smsc"], e["parts"]) for e in w.events["trans"][1:]] == [("a", 1)] * 4
 
         sim.fail_destination("447700900003", P.ESME_RSYSERR)
         await w.publish({"id": "exhausted", "to": "+447700900003", "text": "never"})
@@ -103,6 +106,7 @@ async def test_error_classes_retries_timeouts_and_ttl(tmp_path: Path, broker: Mo
         await w.wait_final(["silent"])
         assert w.states("silent") == ["queued", "retrying", "submitted", "delivered"]
         assert w.events["silent"][1]["error"]["code"] == "timeout"
+        assert [e["attempt"] for e in w.events["silent"]] == [0, 1, 2, 2]
 
         sim.refuse_binds(True)
         await sim.drop_connections()

@@ -127,12 +127,82 @@ async def test_begin_attempt_counts_and_keeps_first_ref(store: Store) -> None:
 
 
 async def test_one_part_attempt_without_a_reference_then_several_parts_take_one(store: Store) -> None:
-    """A one-part attempt records no concatenation reference (the dispatcher does not wait for it); a later
-    attempt in several parts (another SMSC, another concatenation) takes its new one and keeps it."""
+    """A one-part attempt records no concatenation reference; a later attempt in several parts (another SMSC,
+    another concatenation) takes its new one and keeps it."""
     await store.accept([req("m")], [], 3600)
-    assert await store.begin_attempt_nowait("m", "a", 1, None) == (1, 0)
+    assert await store.begin_attempt("m", "a", 1, None) == (1, 0)
     assert await store.begin_attempt("m", "b", 3, 11) == (2, 11)
     assert await store.begin_attempt("m", "b", 3, 12) == (3, 11)
+
+
+async def test_submitted_one_counts_the_attempt_and_submits(store: Store) -> None:
+    """submitted_one = begin_attempt(1 part, no reference) + part_submitted of part 0, in one operation."""
+    await store.accept([req("m", meta={"x": 1})], [], 3600)
+    await store.submitted_one("m", "a", "abc1")
+    assert await states(store, "m") == ["queued", "submitted"]
+    ev = (await outbox(store))[-1][2]
+    assert (ev["smsc_message_ids"], ev["smsc"], ev["parts"], ev["attempt"]) == (["abc1"], "a", 1, 1)
+    assert ev["meta"] == {"x": 1} and ev["error"] is None
+    tr = await store.trace("m")
+    assert tr is not None and (tr["state"], tr["final"], tr["smsc"], tr["parts"], tr["attempt"]) == \
+        ("submitted", False, "a", 1, 1)
+    assert [(p["idx"], p["smsc_message_id"], p["state"]) for p in tr["part_rows"]] == [(0, "abc1", "submitted")]
+    assert tr["part_rows"][0]["submitted_at"].endswith("Z")
+    [active] = await store.recover()
+    assert active.submitted == {0: "abc1"} and active.attempt == 1
+    assert await store.receipt("a", dlr(str(0xABC1))) == "matched"
+    assert await states(store, "m") == ["queued", "submitted", "delivered"]
+    assert "resubmits_after_ok" not in (await store.stats(0))["counters"]
+
+
+async def test_submitted_one_after_a_failed_attempt_and_after_an_ok(store: Store) -> None:
+    await store.accept([req("m")], [], 3600)
+    await store.begin_attempt("m", "a", 1, None)            # what the dispatcher records for a failed attempt
+    await store.retrying("m", time.time() + 1, {"code": "timeout", "status": None, "detail": ""})
+    await store.submitted_one("m", "b", "s2")
+    assert await states(store, "m") == ["queued", "retrying", "submitted"]
+    ev = (await outbox(store))[-1][2]
+    assert (ev["smsc_message_ids"], ev["smsc"], ev["parts"], ev["attempt"]) == (["s2"], "b", 1, 2)
+    # the part had an OK resp already: sent twice, counted, the new id kept, no second submitted event
+    await store.submitted_one("m", "b", "s3")
+    assert await states(store, "m") == ["queued", "retrying", "submitted"]
+    assert (await store.stats(0))["counters"]["resubmits_after_ok"] == 1
+    tr = await store.trace("m")
+    assert tr is not None and tr["attempt"] == 3
+    assert [(p["smsc_message_id"], p["state"]) for p in tr["part_rows"]] == [("s3", "submitted")]
+    assert await store.receipt("b", dlr("s3")) == "matched"
+    assert await states(store, "m") == ["queued", "retrying", "submitted", "delivered"]
+
+
+async def test_submitted_one_applies_receipts_held_before_it(store: Store) -> None:
+    await store.accept([req("m")], [], 3600)
+    for stat in ("ENROUTE", "DELIVRD"):
+        assert await store.receipt("a", dlr(str(0xFF02), stat)) == "held"
+    await store.submitted_one("m", "a", "ff02")
+    assert await states(store, "m") == ["queued", "submitted", "enroute", "delivered"]
+    st = await store.stats(0)
+    assert st["held_receipts"] == 0 and st["counters"]["receipts_held"] == 2
+    tr = await store.trace("m")
+    assert tr is not None and [(p["state"], p["stat"]) for p in tr["part_rows"]] == [("delivered", "DELIVRD")]
+
+
+async def test_submitted_one_dlr_false_is_final(store: Store) -> None:
+    await store.accept([req("m", dlr=False)], [], 3600)
+    await store.submitted_one("m", "a", "n1")
+    tr = await store.trace("m")
+    assert tr is not None and tr["final"] and tr["state"] == "submitted" and tr["attempt"] == 1
+    assert await store.recover() == []
+    assert await store.receipt("a", dlr("n1")) == "late"
+    assert await states(store, "m") == ["queued", "submitted"]
+
+
+async def test_submitted_one_unknown_id_writes_nothing(store: Store) -> None:
+    await store.submitted_one("ghost", "a", "g1")
+    assert await store.trace("ghost") is None
+    assert await outbox(store) == []
+    # no correlation key was stored for it: a receipt for its id is held, not matched
+    assert await store.receipt("a", dlr("g1")) == "held"
+    assert (await store.stats(0))["counters"] == {"receipts_held": 1}
 
 
 async def test_submitted_only_when_every_part_has_an_id(store: Store) -> None:

@@ -336,10 +336,6 @@ class PostgresStore(GroupCommitWriter):
         attempt, so that re-sent parts still join their siblings); returns (attempt number, reference)."""
         return await self._call(self._begin_attempt, msg_id, smsc, parts, ref)  # type: ignore[no-any-return]
 
-    def begin_attempt_nowait(self, msg_id: str, smsc: str, parts: int,
-                             ref: int | None) -> asyncio.Future[tuple[int, int]]:
-        return self._submit(self._begin_attempt, msg_id, smsc, parts, ref)
-
     async def _begin_attempt(self, c: Conn, msg_id: str, smsc: str, parts: int, ref: int | None) -> tuple[int, int]:
         # fencing: only the message's owner may send it (another instance took it over when this one's lease
         # expired); attempt 0 tells the dispatcher to drop it
@@ -350,9 +346,11 @@ class PostgresStore(GroupCommitWriter):
         row = await c.fetchrow(
             "UPDATE messages SET smsc=$1, parts=$2, attempt=attempt+1, ref=COALESCE(ref, $3), updated_at=$4 "
             "WHERE id=$5 RETURNING attempt, ref", smsc, parts, ref, time.time(), msg_id)
+        if row is None:
+            return 0, ref or 0
         await c.execute("INSERT INTO parts(msg_id, idx) SELECT $1, generate_series(0, $2 - 1) ON CONFLICT DO NOTHING",
                         msg_id, parts)
-        return (int(row[0]), int(row[1] or 0)) if row else (0, ref or 0)
+        return int(row[0]), int(row[1] or 0)
 
     async def part_submitted(self, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
         await self._call(self._part_submitted, msg_id, idx, smsc, smsc_id)
@@ -382,6 +380,16 @@ class PostgresStore(GroupCommitWriter):
         for uid, blob in held:
             await c.execute("DELETE FROM held_receipts WHERE uid=$1", uid)
             await self._apply_receipt(c, msg_id, idx, receipt_from_json(orjson.loads(blob)))
+
+    async def submitted_one(self, msg_id: str, smsc: str, smsc_id: str) -> None:
+        """``begin_attempt(msg_id, smsc, 1, None)`` and ``part_submitted(msg_id, 0, smsc, smsc_id)`` in one
+        operation (the store interface's; the dispatcher uses it on a store of one instance only)."""
+        await self._call(self._submitted_one, msg_id, smsc, smsc_id)
+
+    async def _submitted_one(self, c: Conn, msg_id: str, smsc: str, smsc_id: str) -> None:
+        attempt, _ = await self._begin_attempt(c, msg_id, smsc, 1, None)
+        if attempt:         # 0: not in the store, or owned by another instance
+            await self._part_submitted(c, msg_id, 0, smsc, smsc_id)
 
     async def retrying(self, msg_id: str, next_at: float, error: dict[str, Any]) -> None:
         await self._call(self._retrying, msg_id, next_at, error)

@@ -206,12 +206,6 @@ class SqliteStore(GroupCommitWriter):
         attempt, so that re-sent parts still join their siblings); returns (attempt number, reference)."""
         return await self._call(self._begin_attempt, msg_id, smsc, parts, ref)  # type: ignore[no-any-return]
 
-    def begin_attempt_nowait(self, msg_id: str, smsc: str, parts: int,
-                             ref: int | None) -> asyncio.Future[tuple[int, int]]:
-        """:meth:`begin_attempt` without waiting for its commit (a one-part message on a store of one instance:
-        see Dispatcher._attempt)."""
-        return self._submit(self._begin_attempt, msg_id, smsc, parts, ref)
-
     def _begin_attempt(self, c: sqlite3.Connection, msg_id: str, smsc: str, parts: int,
                        ref: int | None) -> tuple[int, int]:
         row = c.execute("UPDATE messages SET smsc=?, parts=?, attempt=attempt+1, ref=COALESCE(ref, ?), updated_at=?"
@@ -232,26 +226,64 @@ class SqliteStore(GroupCommitWriter):
         cur = c.execute("UPDATE parts SET smsc_message_id=?, state=CASE WHEN state='pending' THEN 'submitted' "
                         "ELSE state END, submitted_at=? WHERE msg_id=? AND idx=? AND smsc_message_id IS NULL",
                         (smsc_id, now, msg_id, idx))
-        if cur.rowcount == 0:       # this part already had an OK resp committed: it was sent twice
-            self._bump(c, "resubmits_after_ok")
-            c.execute("UPDATE parts SET smsc_message_id=?, submitted_at=? WHERE msg_id=? AND idx=?",
-                      (smsc_id, now, msg_id, idx))
-        keys = receipt_id_keys(smsc_id)
-        c.executemany("INSERT OR IGNORE INTO part_keys(smsc, key, msg_id, idx) VALUES (?,?,?,?)",
-                      [(smsc, k, msg_id, idx) for k in keys])
+        keys = self._part_keys(c, msg_id, idx, smsc, smsc_id, now, resent=cur.rowcount == 0)
         row = self._row(c, msg_id)
         if row is None:
             return
         single = row[5] <= 1
         pending = 0 if single else c.execute(
             "SELECT COUNT(*) FROM parts WHERE msg_id=? AND smsc_message_id IS NULL", (msg_id,)).fetchone()[0]
-        if pending == 0 and not row[3] and row[2] not in (SUBMITTED, ENROUTE):
+        if pending == 0:
+            self._now_submitted(c, msg_id, row, [smsc_id] if single and idx == 0 else None)
+        self._apply_held(c, msg_id, idx, smsc, keys)
+
+    async def submitted_one(self, msg_id: str, smsc: str, smsc_id: str) -> None:
+        """The attempt of a one-part message and its OK resp in one operation, after the resp: what
+        ``begin_attempt(msg_id, smsc, 1, None)`` then ``part_submitted(msg_id, 0, smsc, smsc_id)`` do, in
+        two statements less (a store of one instance: see Dispatcher._attempt)."""
+        await self._call(self._submitted_one, msg_id, smsc, smsc_id)
+
+    def _submitted_one(self, c: sqlite3.Connection, msg_id: str, smsc: str, smsc_id: str) -> None:
+        now = time.time()
+        # the row as _row reads it (state and final are not changed by this UPDATE)
+        row = c.execute("UPDATE messages SET smsc=?, parts=1, attempt=attempt+1, updated_at=? WHERE id=? "
+                        "RETURNING id, req, state, final, smsc, parts, attempt", (smsc, now, msg_id)).fetchone()
+        if row is None:
+            return
+        cur = c.execute("INSERT INTO parts(msg_id, idx, smsc_message_id, state, submitted_at) "
+                        "VALUES (?,0,?,'submitted',?) ON CONFLICT(msg_id, idx) DO UPDATE SET "
+                        "smsc_message_id=excluded.smsc_message_id, state=CASE WHEN parts.state='pending' "
+                        "THEN 'submitted' ELSE parts.state END, submitted_at=excluded.submitted_at "
+                        "WHERE parts.smsc_message_id IS NULL", (msg_id, smsc_id, now))
+        keys = self._part_keys(c, msg_id, 0, smsc, smsc_id, now, resent=cur.rowcount == 0)
+        self._now_submitted(c, msg_id, row, [smsc_id])
+        self._apply_held(c, msg_id, 0, smsc, keys)
+
+    def _part_keys(self, c: sqlite3.Connection, msg_id: str, idx: int, smsc: str, smsc_id: str, now: float,
+                   resent: bool) -> tuple[str, ...]:
+        """The part's correlation keys, after its row took the SMSC message id; ``resent``: the part already
+        had an OK resp committed (it was sent twice), its row is overwritten and the resend counted."""
+        if resent:
+            self._bump(c, "resubmits_after_ok")
+            c.execute("UPDATE parts SET smsc_message_id=?, submitted_at=? WHERE msg_id=? AND idx=?",
+                      (smsc_id, now, msg_id, idx))
+        keys = receipt_id_keys(smsc_id)
+        c.executemany("INSERT OR IGNORE INTO part_keys(smsc, key, msg_id, idx) VALUES (?,?,?,?)",
+                      [(smsc, k, msg_id, idx) for k in keys])
+        return keys
+
+    def _now_submitted(self, c: sqlite3.Connection, msg_id: str, row: tuple[Any, ...],
+                       ids: list[str] | None) -> None:
+        """Every part has its SMSC message id: the message is submitted (final when no receipt was asked for),
+        unless it is final or a receipt already moved it on."""
+        if not row[3] and row[2] not in (SUBMITTED, ENROUTE):
             dlr = orjson.loads(row[1]).get("dlr", True)
-            self._set_state(c, msg_id, SUBMITTED, final=not dlr, row=row,
-                            ids=[smsc_id] if single and idx == 0 else None)
+            self._set_state(c, msg_id, SUBMITTED, final=not dlr, row=row, ids=ids)
+
+    def _apply_held(self, c: sqlite3.Connection, msg_id: str, idx: int, smsc: str, keys: tuple[str, ...]) -> None:
+        """Receipts that arrived before this part's resp was stored."""
         if not self._held:
             return
-        # receipts that arrived before this resp was stored
         marks = ",".join("?" * len(keys))
         # oldest first: an ENROUTE then a DELIVRD held for one part must apply in that order
         held = c.execute(f"SELECT uid, receipt FROM held_receipts WHERE smsc=? AND key IN ({marks})"
