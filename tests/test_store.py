@@ -418,6 +418,55 @@ async def test_sqlite_published_mark_survives_a_restart(tmp_path: Path) -> None:
         await s.close()
 
 
+async def test_sqlite_outbox_from_memory_is_what_the_table_holds(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The publisher's reads are served from the rows read back after each commit: at every step they must
+    be exactly what the events table returns (order, content, after the published mark), also past the
+    memory bound, after a rolled-back operation and across a restart."""
+    from smppengine.store import sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "OUTBOX_MEM_MAX", 25)
+    path = str(tmp_path / "m.db")
+    s = open_store(path, "sms")
+    assert isinstance(s, sqlite_store.SqliteStore)
+    await s.open()
+
+    def table(after: int, limit: int) -> list[tuple[int, str, bytes]]:
+        with sqlite3.connect(path) as db:
+            mark = db.execute("SELECT seq FROM published WHERE id=0").fetchone()[0]
+            return [(int(a), str(b), bytes(c)) for a, b, c in db.execute(
+                "SELECT seq, topic, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (max(after, mark), limit))]
+
+    def bad(c: sqlite3.Connection) -> None:       # writes an event, then fails: its row must not be served
+        s._emit(c, None, None, "rejected", {"code": "x", "status": None, "detail": "rolled back"})
+        raise ValueError("bad operation")
+
+    try:
+        await s.accept([req(f"a{i}") for i in range(10)], [], 3600)
+        assert s._mem and await s.outbox_fetch(0, 100) == table(0, 100)          # from memory
+        first = await s.outbox_fetch(0, 4)
+        assert await s.outbox_fetch(first[-1][0], 3) == table(first[-1][0], 3)   # after the batch in flight
+        results = await asyncio.gather(s._call(bad), s.accept([req("b1")], [], 3600), return_exceptions=True)
+        assert isinstance(results[0], ValueError)
+        assert [t for _, t, _ in await s.outbox_fetch(0, 100)] == [t for _, t, _ in table(0, 100)]
+        assert all(b"rolled back" not in p for _, _, p in await s.outbox_fetch(0, 100))
+        await s.outbox_delete([seq for seq, _, _ in first])
+        assert await s.outbox_fetch(0, 100) == table(0, 100)
+        await s.accept([req(f"c{i}") for i in range(40)], [], 3600)              # over the memory bound
+        assert len(s._mem) <= 25
+        assert await s.outbox_fetch(0, 1000) == table(0, 1000)                   # the start comes from the table
+        last = (await s.outbox_fetch(0, 1000))[-1][0]
+        assert await s.outbox_fetch(last - 5, 1000) == table(last - 5, 1000)     # the end from memory
+        await s.close()
+        s = open_store(path, "sms")
+        await s.open()
+        assert await s.outbox_fetch(0, 1000) == table(0, 1000)
+        await s.accept([req("d1")], [], 3600)
+        assert await s.outbox_fetch(last, 10) == table(last, 10) and len(table(last, 10)) == 1
+    finally:
+        await s.close()
+
+
 async def test_sqlite_outbox_rows_of_an_older_schema_are_kept_by_the_upgrade(tmp_path: Path) -> None:
     """Events waiting in the version-4 outbox table are published after the upgrade to the journal (step 5),
     and the events already in the history are not published again."""

@@ -12,6 +12,8 @@ rows it guards, so the SQL and the rules cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import sqlite3
 import time
 import uuid
@@ -43,6 +45,7 @@ from .writer import GroupCommitWriter, Op
 
 log = structlog.get_logger(__name__)
 
+OUTBOX_MEM_MAX = 5_000    # outbox rows kept in memory for the publisher (~500 bytes each with the tuple)
 SCHEMA = SQLITE_V1   # the schema now lives in migrations.py (step 1); kept as a name for readers
 
 
@@ -57,6 +60,13 @@ class SqliteStore(GroupCommitWriter):
         self._init_writer()
         self._held = 0        # held receipts (an upper bound): lets part_submitted skip the lookup when none
         self._published = 0   # every event up to this seq was acknowledged by the broker
+        # The outbox rows of this process's commits, read back in the database thread right after each
+        # commit that wrote some (one SELECT in the same hop), so that the publisher does not need a hop of
+        # its own per batch. Holds every committed row with seq >= _mem_from; bounded (OUTBOX_MEM_MAX).
+        self._mem: collections.deque[tuple[int, str, bytes]] = collections.deque()
+        self._mem_from = 1
+        self._tail = 0        # the highest seq read back (database thread)
+        self._new_rows: list[tuple[int, str, bytes]] = []
 
     # ---------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -69,6 +79,10 @@ class SqliteStore(GroupCommitWriter):
         self._held = int(list(held)[0][0])
         mark = await self._db.execute_fetchall("SELECT seq FROM published WHERE id=0")
         self._published = int(list(mark)[0][0])
+        tail = await self._db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) FROM events")
+        self._tail = int(list(tail)[0][0])
+        self._mem.clear()
+        self._mem_from = self._tail + 1
         self._start_writer()
         self.outbox_ready.set()
 
@@ -83,7 +97,14 @@ class SqliteStore(GroupCommitWriter):
         assert self._db is not None
         # aiosqlite's own thread runs the whole batch: one hop per group commit (aiosqlite has no public
         # call for "run this function on the connection"; kept to this line)
-        return await self._db._execute(self._apply, batch)  # type: ignore[no-any-return]
+        results: list[Any] = await self._db._execute(self._apply, batch)
+        if self._new_rows:
+            mem = self._mem
+            mem.extend(self._new_rows)
+            self._new_rows = []
+            while len(mem) > OUTBOX_MEM_MAX:     # the publisher is far behind: it reads those from the table
+                self._mem_from = mem.popleft()[0] + 1
+        return results
 
     def _apply(self, batch: list[Op]) -> list[Any]:
         """Runs in the database thread: the whole batch in one transaction.
@@ -109,6 +130,12 @@ class SqliteStore(GroupCommitWriter):
             if c.in_transaction:
                 c.execute("ROLLBACK")
             raise
+        if self._outbox_added:       # committed: read back what this batch added to the outbox
+            rows = c.execute("SELECT seq, topic, payload FROM events WHERE seq > ? ORDER BY seq",
+                             (self._tail,)).fetchall()
+            if rows:
+                self._tail = rows[-1][0]
+                self._new_rows = [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
         return results
 
     @staticmethod
@@ -409,9 +436,14 @@ class SqliteStore(GroupCommitWriter):
     # publisher reports batches in the order it fetched them, each right after the previous one.
     async def outbox_fetch(self, after: int, limit: int) -> list[tuple[int, str, bytes]]:
         assert self._db is not None
+        lo = max(after, self._published)
+        mem = self._mem
+        while mem and mem[0][0] <= lo:          # handed out before (published, or in flight)
+            self._mem_from = mem.popleft()[0] + 1
+        if lo + 1 >= self._mem_from:            # every row after `lo` is in memory
+            return list(itertools.islice(mem, limit))
         rows = await self._db.execute_fetchall(
-            "SELECT seq, topic, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-            (max(after, self._published), limit))
+            "SELECT seq, topic, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (lo, limit))
         return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     async def outbox_delete(self, seqs: list[int]) -> None:
