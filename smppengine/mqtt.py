@@ -70,14 +70,14 @@ class MqttLink:
         self.reconnects = 0
         self.receive_maximum = 1000      # the broker's MQTT 5 Receive Maximum, read from its CONNACK
         self._fast: FastQos1 | None = None        # the hot path's publishes and PUBACKs on self.client
-        self._next_fast: FastQos1 | None = None   # made with the client, used once it is connected
 
     def _presence(self, state: str) -> bytes:
         import time
 
         return orjson.dumps({"state": state, "instance": self.instance, "at": iso(time.time())})
 
-    def _make_client(self) -> aiomqtt.Client:
+    def _make_client(self) -> tuple[aiomqtt.Client, FastQos1 | None]:
+        """The aiomqtt client of one connection, and the hot path on it (None with a paho it does not know)."""
         host, port, tls = parse_url(self.cfg.url)
         v5 = self.cfg.protocol == 5
         props = None
@@ -102,15 +102,15 @@ class MqttLink:
         )                              # itself within the broker's Receive Maximum instead
         paho = client._client
         reads = paho_speedups.BufferedReads(paho)
-        self._next_fast = None
+        fast = None
         if mqtt_fast.fits(paho):
             topic = f"{self.prefix}/outbound"       # as delivered, also through a $share subscription
 
             def on_request(payload: bytes, mid: int) -> None:
                 self.on_message(Incoming(payload, topic, mid, 1, client))
 
-            self._next_fast = FastQos1(paho, v5, topic, on_request)
-            reads.take = self._next_fast.take_buffered
+            fast = FastQos1(paho, v5, topic, on_request)
+            reads.take = fast.take_buffered
         # paho formats a debug log call for every packet (a logger check each time, 2 % of the CPU); aiomqtt
         # turns its failures into exceptions, which run() logs
         paho.disable_logger()
@@ -122,16 +122,16 @@ class MqttLink:
             aiomqtt_on_connect(c, userdata, flags, reason, properties)
 
         paho.on_connect = on_connect
-        return client
+        return client, fast
 
     async def run(self) -> None:
         failures = 0
         rng = random.Random()
         while not self._stopping:
-            client = self._make_client()
+            client, fast = self._make_client()
             try:
                 async with client:
-                    self.client, self._fast = client, self._next_fast
+                    self.client, self._fast = client, fast
                     await client.subscribe(self.request_topic, qos=1)
                     await client.publish(self.presence_topic, self._presence("online"), qos=1, retain=True)
                     failures = 0

@@ -78,10 +78,6 @@ class FastQos1:
         self._handle_other_publish: Callable[[], Any] = paho._handle_publish
         paho._handle_publish = self._handle_publish
 
-    @property
-    def connected(self) -> bool:
-        return self._paho._sock is not None
-
     def publish(self, items: Sequence[tuple[str, bytes]], ack: Acked) -> None:
         """Queue QoS 1 PUBLISH packets, in order, as one write; ``ack`` is told of each PUBACK."""
         if not items:
