@@ -102,7 +102,7 @@ async def publish_burst(pub: RawMqtt, tag: str, n: int, max_unacked: int, times:
         for i in range(start, end):
             pid = pub._pid()
             pub.unacked.add(pid)
-            out += mqtt_publish_packet(topic, request_payload(f"{tag}-{i}"), pid)
+            out += mqtt_publish_packet(topic, request_payload(tag, i), pid)
         assert pub.transport is not None
         t = time.monotonic()
         pub.transport.write(bytes(out))
@@ -117,7 +117,7 @@ async def publish_rate(pub: RawMqtt, tag: str, n: int, rate: float, times: list[
         due = min(n, int((time.monotonic() - t_start) * rate) + 1)
         while i < due:
             times[i] = time.monotonic()
-            pub.publish("sms/outbound", request_payload(f"{tag}-{i}"))
+            pub.publish("sms/outbound", request_payload(tag, i))
             i += 1
         await asyncio.sleep(max(0.0, t_start + i / rate - time.monotonic()))
 

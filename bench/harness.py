@@ -413,17 +413,25 @@ class RawMqtt(asyncio.Protocol):
             self.transport.close()
 
 
-def request_payload(msg_id: str) -> bytes:
-    # the id is in the text too, so a simulator submit record can be matched to its request
-    return orjson.dumps({"id": msg_id, "to": "+447700900123", "from": "ACME", "text": f"bench {msg_id}"})
+def bench_id(tag: str, i: int) -> str:
+    """The id of request ``i``: ``{scatter}-{tag}-{i}``. Applications send random ids (UUIDs), so the ids
+    must not arrive in key order: the 16 hex digits in front spread consecutive requests over the whole
+    key space, as UUIDs do (a store index on sequential ids is far cheaper to write than on random ones)."""
+    return f"{(i * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF:016x}-{tag}-{i}"
+
+
+def request_payload(tag: str, i: int) -> bytes:
+    # `{tag}-{i}` is in the text too, so a simulator submit record can be matched to its request
+    return orjson.dumps({"id": bench_id(tag, i), "to": "+447700900123", "from": "ACME", "text": f"bench {tag}-{i}"})
 
 
 class StatusTracker:
-    """Follows sms/status/# for ids `{tag}-{i}`, i in range(n): what each got, and when."""
+    """Follows sms/status/# for the ids ``bench_id(tag, i)``, i in range(n): what each got, and when."""
 
     def __init__(self, tag: str, n: int, keep_submit_at: bool = False) -> None:
         self.tag = tag
-        self.prefix = f"sms/status/{tag}-"
+        self.prefix = "sms/status/"
+        self.marker = f"-{tag}-"
         self.n = n
         self.finals = [0] * n
         self.final_count = 0          # ids with at least one final event
@@ -443,8 +451,11 @@ class StatusTracker:
             if topic.startswith("sms/status/"):
                 self.foreign += 1
             return
+        _, mark, tail = topic[len(self.prefix):].partition(self.marker)
         try:
-            i = int(topic[len(self.prefix):])
+            if not mark:
+                raise ValueError(topic)
+            i = int(tail)
         except ValueError:
             self.foreign += 1
             return

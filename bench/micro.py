@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson  # noqa: E402
-from harness import machine  # noqa: E402
+from harness import bench_id, machine  # noqa: E402
 from micro_pdu import RECEIPT, SUBMIT_PARAMS  # noqa: E402
 from micro_text import GSM_1, UCS2_3  # noqa: E402
 
@@ -77,7 +77,7 @@ def cpu_benchmarks(number: int) -> dict[str, float]:
 
 
 def _request(i: int, tag: str) -> Request:
-    return Request(id=f"{tag}-{i}", to="+447700900123", text="Your code is 123456", sender="ACME",
+    return Request(id=bench_id(tag, i), to="+447700900123", text="Your code is 123456", sender="ACME",
                    meta={"tenant": "t1"})
 
 

@@ -94,7 +94,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if published < allowed:
                 await pub.wait_capacity(20_000)
                 for i in range(published, min(allowed, published + 500)):
-                    pub.publish("sms/outbound", request_payload(f"{tag}-{i}"))
+                    pub.publish("sms/outbound", request_payload(tag, i))
                 published = min(allowed, published + 500)
                 await asyncio.sleep(0)
                 continue
