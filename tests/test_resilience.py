@@ -60,7 +60,7 @@ async def test_sigkill_three_times_during_5000_messages(tmp_path: Path, broker: 
         per_text = Counter(r.short_message for r in sim.ok_submits())
         dup_texts = {t for t, c in per_text.items() if c > 1}
         with sqlite3.connect(tmp_path / "engine.db") as db:
-            stored = dict(db.execute("SELECT m.id, p.smsc_message_id FROM parts p JOIN messages m ON m.id = p.msg_id"))
+            stored = dict(db.execute("SELECT m.id, p.smsc_message_id FROM parts p JOIN messages m ON m.rid = p.rid"))
             resubmits = dict(db.execute("SELECT name, value FROM counters")).get("resubmits_after_ok", 0)
         for t in dup_texts:
             msg_id = t.decode().split()[-1]

@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from smppengine.model import Rejection, Request
-from smppengine.receipts import Receipt
+from smppengine.receipts import Receipt, receipt_id_keys
 from smppengine.store import Store, StoreError, open_store
 from smppengine.store.migrations import POSTGRES, SQLITE, SQLITE_V1, migrate_sqlite
 
@@ -486,6 +486,62 @@ async def test_sqlite_outbox_rows_of_an_older_schema_are_kept_by_the_upgrade(tmp
         assert [t for _, t, _ in await s.outbox_fetch(rows[-1][0], 100)] == ["sms/status/new"]
     finally:
         await s.close()
+    assert await _schema_versions(path) == list(range(1, len(SQLITE) + 1))
+
+
+async def test_sqlite_messages_of_a_version_5_store_keep_working_after_the_rid_upgrade(tmp_path: Path) -> None:
+    """Step 6 re-keys a message's rows (parts, correlation keys, history) by an integer in arrival order:
+    a store written by version 5 keeps its backlog, its in-flight parts (their receipts still correlate),
+    its held receipts and every message's history."""
+    path = str(tmp_path / "v5.db")
+    db = await aiosqlite.connect(path, isolation_level=None)
+    await migrate_sqlite(db, SQLITE[:5])
+    ins = ("INSERT INTO messages(id, req, state, final, smsc, parts, attempt, created_at, updated_at, ttl_at) "
+           "VALUES (?,?,?,?,?,?,?,?,?,4e9)")
+    # stored out of arrival order: the upgrade numbers them by created_at
+    await db.execute(ins, ("late", orjson.dumps(req("late").to_json()), "queued", 0, None, 0, 0, 3.0, 3.0))
+    await db.execute(ins, ("two", orjson.dumps(req("two").to_json()), "submitted", 0, "a", 2, 1, 1.0, 2.0))
+    await db.execute(ins, ("done", orjson.dumps(req("done").to_json()), "delivered", 1, "a", 1, 1, 2.0, 2.5))
+    for msg_id, idx, smsc_id, state in (("two", 0, "2a", "submitted"), ("two", 1, "2b", "submitted"),
+                                        ("done", 0, "d1", "delivered")):
+        await db.execute("INSERT INTO parts(msg_id, idx, smsc_message_id, state, submitted_at) VALUES (?,?,?,?,2.0)",
+                         (msg_id, idx, smsc_id, state))
+        for key in receipt_id_keys(smsc_id):
+            await db.execute("INSERT INTO part_keys VALUES ('a', ?, ?, ?)", (key, msg_id, idx))
+    for seq, (msg_id, state) in enumerate((("two", "queued"), ("done", "queued"), ("done", "submitted"),
+                                           ("two", "submitted"), ("done", "delivered"), ("late", "queued")), 1):
+        await db.execute("INSERT INTO events(seq, msg_id, state, at, topic, payload) VALUES (?,?,?,?,?,?)",
+                         (seq, msg_id, state, float(seq), f"sms/status/{msg_id}",
+                          orjson.dumps({"id": msg_id, "state": state})))
+    await db.execute("UPDATE published SET seq=6")
+    await db.close()
+
+    s = open_store(path, "sms")
+    await s.open()
+    try:
+        assert sorted(a.request.id for a in await s.recover()) == ["late", "two"]
+        two = next(a for a in await s.recover() if a.request.id == "two")
+        assert two.submitted == {0: "2a", 1: "2b"}
+        assert [a.request.id for a in await s.pending_page((0.0, ""), 10)] == ["late"]
+        done = await s.trace("done")
+        assert done is not None and [e["state"] for e in done["events"]] == ["queued", "submitted", "delivered"]
+        assert [p["smsc_message_id"] for p in done["part_rows"]] == ["d1"]
+        # the in-flight parts' receipts correlate through the re-keyed rows
+        assert await s.receipt("a", dlr("2A")) == "matched"
+        assert await s.receipt("a", dlr("2b")) == "matched"
+        assert await states(s, "two") == ["delivered"]         # events after the published mark only
+        tr = await s.trace("two")
+        assert tr is not None and tr["state"] == "delivered"
+        assert [e["state"] for e in tr["events"]] == ["queued", "submitted", "delivered"]
+        assert await s.receipt("a", dlr("d1")) == "late"
+        # a new message gets the next number and works end to end
+        await submit(s, "new", ["n1"])
+        assert await s.receipt("a", dlr("n1")) == "matched"
+        assert await states(s, "new") == ["queued", "submitted", "delivered"]
+    finally:
+        await s.close()
+    with sqlite3.connect(path) as c:
+        assert [r[0] for r in c.execute("SELECT id FROM messages ORDER BY rid")] == ["two", "done", "late", "new"]
     assert await _schema_versions(path) == list(range(1, len(SQLITE) + 1))
 
 

@@ -247,10 +247,79 @@ POSTGRES_V5 = """
 SELECT 1
 """
 
+# step 6 (SQLite): a message's rows are keyed by an integer assigned in arrival order (messages.rid), not by
+# its id. Applications send random ids (UUIDs): every index keyed by the id took each new row on a random page,
+# so a group commit wrote about one page per row and index (parts, part_keys, events_msg), and the cost grew
+# with the store. Keyed by rid, a commit's rows fall on the last few pages. Only messages' own id index (the
+# idempotency check) stays random. Also: `messages_active` is gone (`messages_pending` covers final = 0) and
+# `messages_updated` holds final messages only (the only query on it asks for those), so a state change of a
+# message in flight no longer moves it. PostgreSQL: a no-op (its writes are not the bottleneck there).
+SQLITE_V6 = """
+CREATE TABLE messages_v6 (
+    rid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    req BLOB NOT NULL,
+    state TEXT NOT NULL,
+    final INTEGER NOT NULL DEFAULT 0,
+    smsc TEXT,
+    parts INTEGER NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    error BLOB,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    ttl_at REAL NOT NULL,
+    next_attempt_at REAL,
+    ref INTEGER,
+    owner TEXT
+);
+INSERT INTO messages_v6(id, req, state, final, smsc, parts, attempt, error, created_at, updated_at, ttl_at,
+                        next_attempt_at, ref, owner)
+    SELECT id, req, state, final, smsc, parts, attempt, error, created_at, updated_at, ttl_at, next_attempt_at,
+           ref, owner FROM messages ORDER BY created_at, rowid;
+CREATE TABLE parts_v6 (
+    rid INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    smsc_message_id TEXT,
+    state TEXT NOT NULL DEFAULT 'pending',
+    submitted_at REAL,
+    stat TEXT,
+    receipt_at REAL,
+    PRIMARY KEY (rid, idx)
+) WITHOUT ROWID;
+INSERT INTO parts_v6(rid, idx, smsc_message_id, state, submitted_at, stat, receipt_at)
+    SELECT m.rid, p.idx, p.smsc_message_id, p.state, p.submitted_at, p.stat, p.receipt_at
+    FROM parts p JOIN messages_v6 m ON m.id = p.msg_id;
+CREATE TABLE part_keys_v6 (
+    smsc TEXT NOT NULL,
+    key TEXT NOT NULL,
+    rid INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (smsc, key, rid, idx)
+) WITHOUT ROWID;
+INSERT INTO part_keys_v6(smsc, key, rid, idx)
+    SELECT k.smsc, k.key, m.rid, k.idx FROM part_keys k JOIN messages_v6 m ON m.id = k.msg_id;
+ALTER TABLE events ADD COLUMN rid INTEGER;
+UPDATE events SET rid = (SELECT m.rid FROM messages_v6 m WHERE m.id = events.msg_id) WHERE msg_id IS NOT NULL;
+DROP INDEX events_msg;
+CREATE INDEX events_rid ON events(rid);
+DROP TABLE parts;
+DROP TABLE part_keys;
+DROP TABLE messages;
+ALTER TABLE messages_v6 RENAME TO messages;
+ALTER TABLE parts_v6 RENAME TO parts;
+ALTER TABLE part_keys_v6 RENAME TO part_keys;
+CREATE INDEX messages_pending ON messages(created_at, id) WHERE final = 0;
+CREATE INDEX messages_updated ON messages(updated_at) WHERE final = 1
+"""
+
+POSTGRES_V6 = """
+SELECT 1
+"""
+
 # step 2: the opt-out list (compliance, store/optouts.py); step 3: ownership and leases; step 4: backlog paging;
-# step 5: SQLite's outbox is its event journal
-SQLITE: list[str] = [SQLITE_V1, SQLITE_V2, SQLITE_V3, SQLITE_V4, SQLITE_V5]
-POSTGRES: list[str] = [POSTGRES_V1, POSTGRES_V2, POSTGRES_V3, POSTGRES_V4, POSTGRES_V5]
+# step 5: SQLite's outbox is its event journal; step 6: SQLite's rows keyed by arrival order
+SQLITE: list[str] = [SQLITE_V1, SQLITE_V2, SQLITE_V3, SQLITE_V4, SQLITE_V5, SQLITE_V6]
+POSTGRES: list[str] = [POSTGRES_V1, POSTGRES_V2, POSTGRES_V3, POSTGRES_V4, POSTGRES_V5, POSTGRES_V6]
 
 
 class MigrationError(StoreError):

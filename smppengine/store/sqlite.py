@@ -155,39 +155,45 @@ class SqliteStore(GroupCommitWriter):
         return results
 
     # ---------------------------------------------------------------- helpers (database thread)
-    def _emit(self, c: sqlite3.Connection, row: sqlite3.Row | tuple[Any, ...] | None, msg_id: str | None,
+    def _emit(self, c: sqlite3.Connection, row: tuple[Any, ...] | None, msg_id: str | None,
               state: str, err: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
               ids: list[str] | None = None) -> None:
-        """Record a status event and queue it for publishing, in the caller's transaction; ``ids`` (the
-        SMSC message ids in part order) when the caller has them, else they are read."""
+        """Record a status event and queue it for publishing, in the caller's transaction; ``row`` as
+        :meth:`_row` reads it (None for a request with no usable id); ``ids`` (the SMSC message ids in part
+        order) when the caller has them, else they are read."""
         now = time.time()
         if row is not None:
             if ids is None:
                 ids = [r[0] for r in c.execute(
-                    "SELECT smsc_message_id FROM parts WHERE msg_id=? AND smsc_message_id IS NOT NULL ORDER BY idx",
-                    (msg_id,))] if row[5] else []
+                    "SELECT smsc_message_id FROM parts WHERE rid=? AND smsc_message_id IS NOT NULL ORDER BY idx",
+                    (row[7],))] if row[5] else []
             event = status_event(msg_id, state, now, orjson.loads(row[1]), row[4], row[5], row[6], ids, err, extra)
+            rid = row[7]
         else:
             event = status_event(msg_id, state, now, None, None, 0, 0, [], err, extra)
+            rid = None
         topic = f"{self.prefix}/status/{msg_id if msg_id is not None else '_invalid'}"
         # one row: the message's history and, while its seq is above the published mark, the outbox
-        c.execute("INSERT INTO events(msg_id, state, at, topic, payload) VALUES (?,?,?,?,?)",
-                  (msg_id, state, now, topic, orjson.dumps(event)))
+        c.execute("INSERT INTO events(msg_id, rid, state, at, topic, payload) VALUES (?,?,?,?,?,?)",
+                  (msg_id, rid, state, now, topic, orjson.dumps(event)))
         self._outbox_added = True
 
-    @staticmethod
-    def _row(c: sqlite3.Connection, msg_id: str) -> tuple[Any, ...] | None:
-        return c.execute(
-            "SELECT id, req, state, final, smsc, parts, attempt FROM messages WHERE id=?", (msg_id,)).fetchone()
+    # A message's row as the operations use it: (id, req, state, final, smsc, parts, attempt, rid). Its other
+    # rows (parts, part_keys, events) are keyed by rid, the integer it got on arrival (migration step 6).
+    _ROW = "SELECT id, req, state, final, smsc, parts, attempt, rid FROM messages"
 
-    def _set_state(self, c: sqlite3.Connection, msg_id: str, state: str, final: bool,
+    @classmethod
+    def _row(cls, c: sqlite3.Connection, msg_id: str) -> tuple[Any, ...] | None:
+        return c.execute(cls._ROW + " WHERE id=?", (msg_id,)).fetchone()  # type: ignore[no-any-return]
+
+    def _set_state(self, c: sqlite3.Connection, row: tuple[Any, ...], state: str, final: bool,
                    err: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
-                   row: tuple[Any, ...] | None = None, ids: list[str] | None = None) -> None:
-        """Change the state and emit its event; ``row`` (from :meth:`_row`, read in this transaction) saves
-        reading it again: only state/final change here, and the event does not use them."""
-        c.execute("UPDATE messages SET state=?, final=?, error=?, updated_at=? WHERE id=?",
-                  (state, int(final), orjson.dumps(err) if err else None, time.time(), msg_id))
-        self._emit(c, row if row is not None else self._row(c, msg_id), msg_id, state, err, extra, ids)
+                   ids: list[str] | None = None) -> None:
+        """Change the state of the message ``row`` (from :meth:`_row`, read in this transaction: only
+        state/final change here, and the event does not use them) and emit its event."""
+        c.execute("UPDATE messages SET state=?, final=?, error=?, updated_at=? WHERE rid=?",
+                  (state, int(final), orjson.dumps(err) if err else None, time.time(), row[7]))
+        self._emit(c, row, row[0], state, err, extra, ids)
 
     def _bump(self, c: sqlite3.Connection, name: str, by: int = 1) -> None:
         c.execute("INSERT INTO counters(name, value) VALUES (?, ?) "
@@ -210,7 +216,7 @@ class SqliteStore(GroupCommitWriter):
             if cur.rowcount == 0:
                 result.duplicates.append(req.id)
                 continue
-            self._emit(c, (req.id, doc, QUEUED, 0, None, 0, 0), req.id, QUEUED)     # the row just inserted
+            self._emit(c, (req.id, doc, QUEUED, 0, None, 0, 0, cur.lastrowid), req.id, QUEUED)  # the row just inserted
             result.new.append(req)
         for rej in rejections:
             err = error(rej.code, None, rej.detail)
@@ -225,7 +231,7 @@ class SqliteStore(GroupCommitWriter):
             if cur.rowcount == 0:
                 result.duplicates.append(rej.id)
                 continue
-            self._emit(c, (rej.id, blob, REJECTED, 1, None, 0, 0), rej.id, REJECTED, err)
+            self._emit(c, (rej.id, blob, REJECTED, 1, None, 0, 0, cur.lastrowid), rej.id, REJECTED, err)
         return result
 
     async def begin_attempt(self, msg_id: str, smsc: str, parts: int, ref: int | None) -> tuple[int, int]:
@@ -236,33 +242,35 @@ class SqliteStore(GroupCommitWriter):
     def _begin_attempt(self, c: sqlite3.Connection, msg_id: str, smsc: str, parts: int,
                        ref: int | None) -> tuple[int, int]:
         row = c.execute("UPDATE messages SET smsc=?, parts=?, attempt=attempt+1, ref=COALESCE(ref, ?), updated_at=?"
-                        " WHERE id=? RETURNING attempt, ref", (smsc, parts, ref, time.time(), msg_id)).fetchone()
+                        " WHERE id=? RETURNING attempt, ref, rid", (smsc, parts, ref, time.time(), msg_id)).fetchone()
         if row is None:
             return 0, ref or 0
+        rid = row[2]
         if parts == 1:
-            c.execute("INSERT OR IGNORE INTO parts(msg_id, idx) VALUES (?,0)", (msg_id,))
+            c.execute("INSERT OR IGNORE INTO parts(rid, idx) VALUES (?,0)", (rid,))
         else:
-            c.executemany("INSERT OR IGNORE INTO parts(msg_id, idx) VALUES (?,?)", [(msg_id, i) for i in range(parts)])
+            c.executemany("INSERT OR IGNORE INTO parts(rid, idx) VALUES (?,?)", [(rid, i) for i in range(parts)])
         return int(row[0]), int(row[1] or 0)
 
     async def part_submitted(self, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
         await self._call(self._part_submitted, msg_id, idx, smsc, smsc_id)
 
     def _part_submitted(self, c: sqlite3.Connection, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
-        now = time.time()
-        cur = c.execute("UPDATE parts SET smsc_message_id=?, state=CASE WHEN state='pending' THEN 'submitted' "
-                        "ELSE state END, submitted_at=? WHERE msg_id=? AND idx=? AND smsc_message_id IS NULL",
-                        (smsc_id, now, msg_id, idx))
-        keys = self._part_keys(c, msg_id, idx, smsc, smsc_id, now, resent=cur.rowcount == 0)
         row = self._row(c, msg_id)
         if row is None:
             return
+        rid = row[7]
+        now = time.time()
+        cur = c.execute("UPDATE parts SET smsc_message_id=?, state=CASE WHEN state='pending' THEN 'submitted' "
+                        "ELSE state END, submitted_at=? WHERE rid=? AND idx=? AND smsc_message_id IS NULL",
+                        (smsc_id, now, rid, idx))
+        keys = self._part_keys(c, rid, idx, smsc, smsc_id, now, resent=cur.rowcount == 0)
         single = row[5] <= 1
         pending = 0 if single else c.execute(
-            "SELECT COUNT(*) FROM parts WHERE msg_id=? AND smsc_message_id IS NULL", (msg_id,)).fetchone()[0]
+            "SELECT COUNT(*) FROM parts WHERE rid=? AND smsc_message_id IS NULL", (rid,)).fetchone()[0]
         if pending == 0:
-            self._now_submitted(c, msg_id, row, [smsc_id] if single and idx == 0 else None)
-        self._apply_held(c, msg_id, idx, smsc, keys)
+            self._now_submitted(c, row, [smsc_id] if single and idx == 0 else None)
+        self._apply_held(c, rid, idx, smsc, keys)
 
     async def submitted_one(self, msg_id: str, smsc: str, smsc_id: str) -> None:
         """The attempt of a one-part message and its OK resp in one operation, after the resp: what
@@ -271,43 +279,56 @@ class SqliteStore(GroupCommitWriter):
         await self._call(self._submitted_one, msg_id, smsc, smsc_id)
 
     def _submitted_one(self, c: sqlite3.Connection, msg_id: str, smsc: str, smsc_id: str) -> None:
-        now = time.time()
-        # the row as _row reads it (state and final are not changed by this UPDATE)
-        row = c.execute("UPDATE messages SET smsc=?, parts=1, attempt=attempt+1, updated_at=? WHERE id=? "
-                        "RETURNING id, req, state, final, smsc, parts, attempt", (smsc, now, msg_id)).fetchone()
+        row = self._row(c, msg_id)
         if row is None:
             return
-        cur = c.execute("INSERT INTO parts(msg_id, idx, smsc_message_id, state, submitted_at) "
-                        "VALUES (?,0,?,'submitted',?) ON CONFLICT(msg_id, idx) DO UPDATE SET "
+        msg_id, req, state, final, _, _, attempt, rid = row
+        now = time.time()
+        # the message as it is after this operation (state and final as _now_submitted leaves them)
+        row = (msg_id, req, state, final, smsc, 1, attempt + 1, rid)
+        if self._submits(row):      # the attempt, the resp and the state change in one UPDATE
+            dlr = orjson.loads(req).get("dlr", True)
+            c.execute("UPDATE messages SET smsc=?, parts=1, attempt=?, state=?, final=?, error=NULL, updated_at=? "
+                      "WHERE rid=?", (smsc, attempt + 1, SUBMITTED, int(not dlr), now, rid))
+            self._emit(c, row, msg_id, SUBMITTED, ids=[smsc_id])
+        else:
+            c.execute("UPDATE messages SET smsc=?, parts=1, attempt=?, updated_at=? WHERE rid=?",
+                      (smsc, attempt + 1, now, rid))
+        cur = c.execute("INSERT INTO parts(rid, idx, smsc_message_id, state, submitted_at) "
+                        "VALUES (?,0,?,'submitted',?) ON CONFLICT(rid, idx) DO UPDATE SET "
                         "smsc_message_id=excluded.smsc_message_id, state=CASE WHEN parts.state='pending' "
                         "THEN 'submitted' ELSE parts.state END, submitted_at=excluded.submitted_at "
-                        "WHERE parts.smsc_message_id IS NULL", (msg_id, smsc_id, now))
-        keys = self._part_keys(c, msg_id, 0, smsc, smsc_id, now, resent=cur.rowcount == 0)
-        self._now_submitted(c, msg_id, row, [smsc_id])
-        self._apply_held(c, msg_id, 0, smsc, keys)
+                        "WHERE parts.smsc_message_id IS NULL", (rid, smsc_id, now))
+        keys = self._part_keys(c, rid, 0, smsc, smsc_id, now, resent=cur.rowcount == 0)
+        self._apply_held(c, rid, 0, smsc, keys)
 
-    def _part_keys(self, c: sqlite3.Connection, msg_id: str, idx: int, smsc: str, smsc_id: str, now: float,
+    def _part_keys(self, c: sqlite3.Connection, rid: int, idx: int, smsc: str, smsc_id: str, now: float,
                    resent: bool) -> tuple[str, ...]:
         """The part's correlation keys, after its row took the SMSC message id; ``resent``: the part already
         had an OK resp committed (it was sent twice), its row is overwritten and the resend counted."""
         if resent:
             self._bump(c, "resubmits_after_ok")
-            c.execute("UPDATE parts SET smsc_message_id=?, submitted_at=? WHERE msg_id=? AND idx=?",
-                      (smsc_id, now, msg_id, idx))
+            c.execute("UPDATE parts SET smsc_message_id=?, submitted_at=? WHERE rid=? AND idx=?",
+                      (smsc_id, now, rid, idx))
         keys = receipt_id_keys(smsc_id)
-        c.executemany("INSERT OR IGNORE INTO part_keys(smsc, key, msg_id, idx) VALUES (?,?,?,?)",
-                      [(smsc, k, msg_id, idx) for k in keys])
+        c.executemany("INSERT OR IGNORE INTO part_keys(smsc, key, rid, idx) VALUES (?,?,?,?)",
+                      [(smsc, k, rid, idx) for k in keys])
         return keys
 
-    def _now_submitted(self, c: sqlite3.Connection, msg_id: str, row: tuple[Any, ...],
-                       ids: list[str] | None) -> None:
-        """Every part has its SMSC message id: the message is submitted (final when no receipt was asked for),
-        unless it is final or a receipt already moved it on."""
-        if not row[3] and row[2] not in (SUBMITTED, ENROUTE):
-            dlr = orjson.loads(row[1]).get("dlr", True)
-            self._set_state(c, msg_id, SUBMITTED, final=not dlr, row=row, ids=ids)
+    @staticmethod
+    def _submits(row: tuple[Any, ...]) -> bool:
+        """Every part having its SMSC message id makes the message submitted, unless it is final or a receipt
+        already moved it on."""
+        return not row[3] and row[2] not in (SUBMITTED, ENROUTE)
 
-    def _apply_held(self, c: sqlite3.Connection, msg_id: str, idx: int, smsc: str, keys: tuple[str, ...]) -> None:
+    def _now_submitted(self, c: sqlite3.Connection, row: tuple[Any, ...], ids: list[str] | None) -> None:
+        """Every part has its SMSC message id: the message is submitted (final when no receipt was asked
+        for), unless it is final or a receipt already moved it on."""
+        if self._submits(row):
+            dlr = orjson.loads(row[1]).get("dlr", True)
+            self._set_state(c, row, SUBMITTED, final=not dlr, ids=ids)
+
+    def _apply_held(self, c: sqlite3.Connection, rid: int, idx: int, smsc: str, keys: tuple[str, ...]) -> None:
         """Receipts that arrived before this part's resp was stored."""
         if not self._held:
             return
@@ -318,7 +339,7 @@ class SqliteStore(GroupCommitWriter):
         for uid, blob in held:
             c.execute("DELETE FROM held_receipts WHERE uid=?", (uid,))
             self._held = max(0, self._held - 1)
-            self._apply_receipt(c, msg_id, idx, receipt_from_json(orjson.loads(blob)))
+            self._apply_receipt(c, rid, idx, receipt_from_json(orjson.loads(blob)))
 
     async def retrying(self, msg_id: str, next_at: float, error: dict[str, Any]) -> None:
         await self._call(self._retrying, msg_id, next_at, error)
@@ -327,8 +348,8 @@ class SqliteStore(GroupCommitWriter):
         row = self._row(c, msg_id)
         if row is None or row[3]:
             return
-        c.execute("UPDATE messages SET next_attempt_at=? WHERE id=?", (next_at, msg_id))
-        self._set_state(c, msg_id, RETRYING, False, err, {"next_attempt_at": iso(next_at)})
+        c.execute("UPDATE messages SET next_attempt_at=? WHERE rid=?", (next_at, row[7]))
+        self._set_state(c, row, RETRYING, False, err, {"next_attempt_at": iso(next_at)})
 
     async def finish(self, msg_id: str, state: str, error: dict[str, Any] | None) -> None:
         """End a message in a final state of the engine's own (rejected, failed, expired)."""
@@ -338,7 +359,7 @@ class SqliteStore(GroupCommitWriter):
         row = self._row(c, msg_id)
         if row is None or row[3]:
             return
-        self._set_state(c, msg_id, state, True, err)
+        self._set_state(c, row, state, True, err)
 
     async def receipt(self, smsc: str, receipt: Receipt) -> str:
         """Correlate a delivery receipt: returns "matched", "held" (no submit known yet) or "late" (already final)."""
@@ -352,7 +373,7 @@ class SqliteStore(GroupCommitWriter):
     def _receipt(self, c: sqlite3.Connection, smsc: str, receipt: Receipt) -> str:
         keys = receipt_id_keys(receipt.message_id)
         marks = ",".join("?" * len(keys))
-        rows = c.execute(f"SELECT key, msg_id, idx FROM part_keys WHERE smsc=? AND key IN ({marks})",
+        rows = c.execute(f"SELECT key, rid, idx FROM part_keys WHERE smsc=? AND key IN ({marks})",
                          (smsc, *keys)).fetchall()
         if not rows:
             uid = uuid.uuid4().hex
@@ -363,26 +384,31 @@ class SqliteStore(GroupCommitWriter):
             self._held += 1
             self._bump(c, "receipts_held")
             return "held"
-        if len({(m, i) for _, m, i in rows}) == 1:
-            _, msg_id, idx = rows[0]
+        found = {(r, i) for _, r, i in rows}
+        exact = {(r, i) for k, r, i in rows if k == keys[0]}
+        if len(found) == 1 or len(exact) == 1:     # one part, or one exact ("s:") match: best_match's answer
+            rid, idx = next(iter(exact or found))
         else:
-            msg_id, idx = best_match([
-                (k, m, i, *(c.execute("SELECT m.final, p.submitted_at FROM messages m JOIN parts p ON "
-                                      "p.msg_id = m.id AND p.idx = ? WHERE m.id = ?", (i, m)).fetchone() or (1, 0.0)))
-                for k, m, i in rows])
-        return self._apply_receipt(c, msg_id, idx, receipt)
+            rid, idx = best_match([
+                (k, r, i, *(c.execute("SELECT m.final, p.submitted_at FROM messages m JOIN parts p ON "
+                                      "p.rid = m.rid AND p.idx = ? WHERE m.rid = ?", (i, r)).fetchone() or (1, 0.0)))
+                for k, r, i in rows])
+        return self._apply_receipt(c, rid, idx, receipt)
 
-    def _apply_receipt(self, c: sqlite3.Connection, msg_id: str, idx: int, receipt: Receipt) -> str:
-        c.execute("UPDATE parts SET state=?, stat=?, receipt_at=? WHERE msg_id=? AND idx=?",
-                  (part_state(receipt), receipt.stat, time.time(), msg_id, idx))
-        row = self._row(c, msg_id)
+    def _apply_receipt(self, c: sqlite3.Connection, rid: int, idx: int, receipt: Receipt) -> str:
+        part = c.execute("UPDATE parts SET state=?, stat=?, receipt_at=? WHERE rid=? AND idx=? "
+                         "RETURNING state, smsc_message_id", (part_state(receipt), receipt.stat, time.time(), rid, idx)
+                         ).fetchone()
+        row = c.execute(self._ROW + " WHERE rid=?", (rid,)).fetchone()
         if row is None or row[3]:
             self._bump(c, "receipts_late")
             return "late"
-        parts = c.execute("SELECT state, smsc_message_id FROM parts WHERE msg_id=? ORDER BY idx", (msg_id,)).fetchall()
+        # a one-part message's parts are the one just updated
+        parts = [part] if row[5] <= 1 and part is not None else c.execute(
+            "SELECT state, smsc_message_id FROM parts WHERE rid=? ORDER BY idx", (rid,)).fetchall()
         change = after_receipt([p[0] for p in parts], receipt, row[2])
         if change is not None:
-            self._set_state(c, msg_id, *change, row=row, ids=[p[1] for p in parts if p[1] is not None])
+            self._set_state(c, row, *change, ids=[p[1] for p in parts if p[1] is not None])
         return "matched"
 
     async def mo(self, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
@@ -412,7 +438,7 @@ class SqliteStore(GroupCommitWriter):
                "text": text.decode(data, data_coding, default_alphabet), "smsc": smsc, "received_at": iso(now)}
         if optout is not None:
             optouts.mo_sqlite(c, msg, optout, now)
-        c.execute("INSERT INTO events(msg_id, state, at, topic, payload) VALUES (NULL,'mo',?,?,?)",
+        c.execute("INSERT INTO events(msg_id, rid, state, at, topic, payload) VALUES (NULL,NULL,'mo',?,?,?)",
                   (now, f"{self.prefix}/inbound", orjson.dumps(msg)))
         self._bump(c, "mo_received")
         self._outbox_added = True
@@ -460,7 +486,7 @@ class SqliteStore(GroupCommitWriter):
         msgs = await self._db.execute_fetchall(
             "SELECT id, req, state, smsc, attempt, ttl_at, next_attempt_at FROM messages WHERE final=0")
         parts = await self._db.execute_fetchall(
-            "SELECT p.msg_id, p.idx, p.smsc_message_id FROM parts p JOIN messages m ON m.id=p.msg_id "
+            "SELECT m.id, p.idx, p.smsc_message_id FROM parts p JOIN messages m ON m.rid=p.rid "
             "WHERE m.final=0 AND p.smsc_message_id IS NOT NULL")
         submitted: dict[str, dict[int, str]] = {}
         for msg_id, idx, smsc_id in parts:
@@ -477,17 +503,18 @@ class SqliteStore(GroupCommitWriter):
         a backlog too large to hold in memory, and through the stored backlog at start."""
         assert self._db is not None
         msgs = list(await self._db.execute_fetchall(
-            "SELECT id, req, state, smsc, attempt, ttl_at, next_attempt_at, created_at FROM messages "
+            "SELECT id, req, state, smsc, attempt, ttl_at, next_attempt_at, created_at, rid FROM messages "
             "WHERE final = 0 AND state IN ('queued', 'retrying') AND (created_at > ? OR (created_at = ? AND id > ?)) "
             "ORDER BY created_at, id LIMIT ?",
             (after[0], after[0], after[1], limit)))
         submitted: dict[str, dict[int, str]] = {}
         if msgs:
             marks = ",".join("?" * len(msgs))
-            for msg_id, idx, smsc_id in await self._db.execute_fetchall(
-                    f"SELECT msg_id, idx, smsc_message_id FROM parts WHERE msg_id IN ({marks}) "
-                    "AND smsc_message_id IS NOT NULL", [r[0] for r in msgs]):
-                submitted.setdefault(msg_id, {})[int(idx)] = smsc_id
+            ids = {r[8]: r[0] for r in msgs}
+            for rid, idx, smsc_id in await self._db.execute_fetchall(
+                    f"SELECT rid, idx, smsc_message_id FROM parts WHERE rid IN ({marks}) "
+                    "AND smsc_message_id IS NOT NULL", list(ids)):
+                submitted.setdefault(ids[rid], {})[int(idx)] = smsc_id
         return [
             Active(Request.from_json(orjson.loads(r[1])), r[2], r[3], int(r[4]), float(r[5]),
                    submitted.get(r[0], {}), r[6], float(r[7]))
@@ -512,16 +539,16 @@ class SqliteStore(GroupCommitWriter):
     async def trace(self, msg_id: str) -> dict[str, Any] | None:
         assert self._db is not None
         rows = await self._db.execute_fetchall(
-            "SELECT id, req, state, final, smsc, parts, attempt, error, created_at, updated_at, ttl_at "
+            "SELECT id, req, state, final, smsc, parts, attempt, error, created_at, updated_at, ttl_at, rid "
             "FROM messages WHERE id=?", (msg_id,))
         if not rows:
             return None
         r = list(rows)[0]
         parts = await self._db.execute_fetchall(
-            "SELECT idx, smsc_message_id, state, submitted_at, stat, receipt_at FROM parts WHERE msg_id=? ORDER BY idx",
-            (msg_id,))
+            "SELECT idx, smsc_message_id, state, submitted_at, stat, receipt_at FROM parts WHERE rid=? ORDER BY idx",
+            (r[11],))
         events = await self._db.execute_fetchall(
-            "SELECT state, at, payload FROM events WHERE msg_id=? ORDER BY seq", (msg_id,))
+            "SELECT state, at, payload FROM events WHERE rid=? ORDER BY seq", (r[11],))
         return {
             "id": r[0], "request": orjson.loads(r[1]), "state": r[2], "final": bool(r[3]), "smsc": r[4],
             "parts": r[5], "attempt": r[6], "error": orjson.loads(r[7]) if r[7] else None,
