@@ -100,7 +100,7 @@ async def store_benchmarks(n: int, serial: int) -> dict[str, float]:
 
         out["store_accept_batch100_us"] = round(await accept("a", 100), 2)
         out["store_accept_batch1000_us"] = round(await accept("b", 1000), 2)
-        ids = [f"b-{i}" for i in range(n)]
+        ids = [bench_id("b", i) for i in range(n)]
 
         async def grouped(make: Any) -> float:
             t = time.perf_counter()
@@ -113,7 +113,7 @@ async def store_benchmarks(n: int, serial: int) -> dict[str, float]:
             lambda i: store.part_submitted(ids[i], 0, "sim", f"{0x6b000000 + i:x}"))
         out["store_receipt_us"] = await grouped(lambda i: store.receipt("sim", _receipt(f"{0x6b000000 + i:x}")))
         # one at a time: every operation waits for its own commit (the latency floor of a lone message)
-        sids = [f"a-{i}" for i in range(serial)]
+        sids = [bench_id("a", i) for i in range(serial)]
         for s in sids:
             await store.begin_attempt(s, "sim", 1, 0)
         t = time.perf_counter()
