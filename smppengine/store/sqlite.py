@@ -287,9 +287,8 @@ class SqliteStore(GroupCommitWriter):
         # the message as it is after this operation (state and final as _now_submitted leaves them)
         row = (msg_id, req, state, final, smsc, 1, attempt + 1, rid)
         if self._submits(row):      # the attempt, the resp and the state change in one UPDATE
-            dlr = orjson.loads(req).get("dlr", True)
             c.execute("UPDATE messages SET smsc=?, parts=1, attempt=?, state=?, final=?, error=NULL, updated_at=? "
-                      "WHERE rid=?", (smsc, attempt + 1, SUBMITTED, int(not dlr), now, rid))
+                      "WHERE rid=?", (smsc, attempt + 1, SUBMITTED, int(self._final_when_submitted(row)), now, rid))
             self._emit(c, row, msg_id, SUBMITTED, ids=[smsc_id])
         else:
             c.execute("UPDATE messages SET smsc=?, parts=1, attempt=?, updated_at=? WHERE rid=?",
@@ -321,12 +320,15 @@ class SqliteStore(GroupCommitWriter):
         already moved it on."""
         return not row[3] and row[2] not in (SUBMITTED, ENROUTE)
 
+    @staticmethod
+    def _final_when_submitted(row: tuple[Any, ...]) -> bool:
+        """Submitted is final for a message that asked for no receipt."""
+        return not orjson.loads(row[1]).get("dlr", True)
+
     def _now_submitted(self, c: sqlite3.Connection, row: tuple[Any, ...], ids: list[str] | None) -> None:
-        """Every part has its SMSC message id: the message is submitted (final when no receipt was asked
-        for), unless it is final or a receipt already moved it on."""
+        """Every part has its SMSC message id: the state change of :meth:`_submits`, if it applies."""
         if self._submits(row):
-            dlr = orjson.loads(row[1]).get("dlr", True)
-            self._set_state(c, row, SUBMITTED, final=not dlr, ids=ids)
+            self._set_state(c, row, SUBMITTED, final=self._final_when_submitted(row), ids=ids)
 
     def _apply_held(self, c: sqlite3.Connection, rid: int, idx: int, smsc: str, keys: tuple[str, ...]) -> None:
         """Receipts that arrived before this part's resp was stored."""
