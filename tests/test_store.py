@@ -451,6 +451,8 @@ async def test_sqlite_outbox_from_memory_is_what_the_table_holds(tmp_path: Path,
         assert [t for _, t, _ in await s.outbox_fetch(0, 100)] == [t for _, t, _ in table(0, 100)]
         assert all(b"rolled back" not in p for _, _, p in await s.outbox_fetch(0, 100))
         await s.outbox_delete([seq for seq, _, _ in first])
+        assert await s.outbox_fetch(0, 100) == table(first[-1][0], 100)   # at once, before the mark's commit
+        await s._call(lambda c: None)           # the mark is written with the next group commit
         assert await s.outbox_fetch(0, 100) == table(0, 100)
         await s.accept([req(f"c{i}") for i in range(40)], [], 3600)              # over the memory bound
         assert len(s._mem) <= 25
@@ -463,6 +465,88 @@ async def test_sqlite_outbox_from_memory_is_what_the_table_holds(tmp_path: Path,
         assert await s.outbox_fetch(0, 1000) == table(0, 1000)
         await s.accept([req("d1")], [], 3600)
         assert await s.outbox_fetch(last, 10) == table(last, 10) and len(table(last, 10)) == 1
+    finally:
+        await s.close()
+
+
+async def test_sqlite_acknowledged_events_are_not_held_back_by_a_busy_store(tmp_path: Path) -> None:
+    """The publisher's "acknowledged" returns at once even while a commit runs (under load a commit takes a few
+    hundred ms, and a wait per batch held status events back by seconds); those events are not handed out
+    again, and the mark reaches the table with the next commit, so a restart does not publish them again."""
+    import threading
+
+    path = str(tmp_path / "b.db")
+    s = open_store(path, "sms")
+    await s.open()
+    await s.accept([req(f"m{i}") for i in range(6)], [], 3600)
+    rows = await s.outbox_fetch(0, 100)
+    gate = threading.Event()
+    busy = s._call(lambda c: gate.wait(10))         # a long commit: the database thread is held
+    busy_task = asyncio.ensure_future(busy)
+    try:
+        await asyncio.wait_for(s.outbox_delete([seq for seq, _, _ in rows[:4]]), timeout=2)
+        assert await asyncio.wait_for(s.outbox_fetch(0, 100), timeout=2) == rows[4:]
+        with sqlite3.connect(path) as db:           # not written yet: the commit is still running
+            assert db.execute("SELECT seq FROM published").fetchone()[0] == 0
+    finally:
+        gate.set()
+        await busy_task
+    await s._call(lambda c: None)                   # the next group commit carries the mark
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT seq FROM published").fetchone()[0] == rows[3][0]
+    await s.outbox_delete([rows[4][0]])
+    await s.close()                                 # a clean stop writes the last mark
+    s = open_store(path, "sms")
+    await s.open()
+    try:
+        assert await s.outbox_fetch(0, 100) == rows[5:]
+    finally:
+        await s.close()
+
+
+async def test_sqlite_a_publisher_far_behind_reads_the_table_once_per_window(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More than OUTBOX_MEM_MAX events behind, the publisher's batches come from rows read ahead: every event
+    once, in order, exactly as the table holds them, with one read of the table per OUTBOX_MEM_MAX rows."""
+    from smppengine.store import sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "OUTBOX_MEM_MAX", 20)
+    path = str(tmp_path / "r.db")
+    s = open_store(path, "sms")
+    assert isinstance(s, sqlite_store.SqliteStore)
+    await s.open()
+    try:
+        await s.accept([req(f"a{i}") for i in range(100)], [], 3600)
+        with sqlite3.connect(path) as db:
+            table = [(int(a), str(b), bytes(c)) for a, b, c in
+                     db.execute("SELECT seq, topic, payload FROM events ORDER BY seq")]
+        assert len(table) == 100 and len(s._mem) <= 20
+        assert s._db is not None
+        reads = 0
+        real = s._db.execute_fetchall
+
+        async def counted(*args: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            return await real(*args)
+
+        monkeypatch.setattr(s._db, "execute_fetchall", counted)
+        got: list[tuple[int, str, bytes]] = []
+        last = acked = 0
+        late = False
+        while batch := await s.outbox_fetch(last, 7):
+            assert 0 < len(batch) <= 7
+            got += batch
+            last = batch[-1][0]
+            if len(got) - acked >= 14:
+                await s.outbox_delete([seq for seq, _, _ in got[acked:]])
+                acked = len(got)
+            if len(got) >= 35 and not late:         # new events meanwhile: they follow, in order
+                await s.accept([req("late")], [], 3600)
+                late = True
+        assert [r[0] for r in got] == [r[0] for r in table] + [got[-1][0]] and got[:100] == table
+        assert got[-1][1] == "sms/status/late"
+        assert reads == 5               # 81 rows older than the 20 in memory (82-101): five reads of up to 20
     finally:
         await s.close()
 

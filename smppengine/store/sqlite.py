@@ -60,6 +60,8 @@ class SqliteStore(GroupCommitWriter):
         self._init_writer()
         self._held = 0        # held receipts (an upper bound): lets part_submitted skip the lookup when none
         self._published = 0   # every event up to this seq was acknowledged by the broker
+        self._mark_written = 0    # the published mark as last written to the table (database thread)
+        self._mark_queued = False  # a write of the mark is queued for the next group commit
         # The outbox rows of this process's commits, read back in the database thread right after each
         # commit that wrote some (one SELECT in the same hop), so that the publisher does not need a hop of
         # its own per batch. Holds every committed row with seq >= _mem_from; bounded (OUTBOX_MEM_MAX).
@@ -67,6 +69,11 @@ class SqliteStore(GroupCommitWriter):
         self._mem_from = 1
         self._tail = 0        # the highest seq read back (database thread)
         self._new_rows: list[tuple[int, str, bytes]] = []
+        # Rows read from the table for a publisher more than OUTBOX_MEM_MAX rows behind: every row with seq in
+        # (_ahead_after, last row], read in one go, so that it waits for the database thread once per
+        # OUTBOX_MEM_MAX rows, not once per batch (each wait is the length of a group commit under load)
+        self._ahead: collections.deque[tuple[int, str, bytes]] = collections.deque()
+        self._ahead_after = 0
 
     # ---------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -78,7 +85,9 @@ class SqliteStore(GroupCommitWriter):
         held = await self._db.execute_fetchall("SELECT COUNT(DISTINCT uid) FROM held_receipts")
         self._held = int(list(held)[0][0])
         mark = await self._db.execute_fetchall("SELECT seq FROM published WHERE id=0")
-        self._published = int(list(mark)[0][0])
+        self._published = self._mark_written = int(list(mark)[0][0])
+        self._mark_queued = False
+        self._ahead.clear()
         tail = await self._db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) FROM events")
         self._tail = int(list(tail)[0][0])
         self._mem.clear()
@@ -87,6 +96,8 @@ class SqliteStore(GroupCommitWriter):
         self.outbox_ready.set()
 
     async def close(self) -> None:
+        if self._published > self._mark_written:
+            self._queue_mark()          # committed by the flush below
         await self._stop_writer(lambda c: None)
         if self._db is not None:
             await self._db.close()
@@ -469,19 +480,58 @@ class SqliteStore(GroupCommitWriter):
         while mem and mem[0][0] <= lo:          # handed out before (published, or in flight)
             self._mem_from = mem.popleft()[0] + 1
         if lo + 1 >= self._mem_from:            # every row after `lo` is in memory
+            self._ahead.clear()
             return list(itertools.islice(mem, limit))
+        ahead = self._ahead
+        if ahead and self._ahead_after <= lo:   # the publisher is behind: rows read ahead before
+            while ahead and ahead[0][0] <= lo:
+                ahead.popleft()
+            self._ahead_after = lo
+            if ahead:
+                return self._ahead_then_mem(limit)
         rows = await self._db.execute_fetchall(
-            "SELECT seq, topic, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (lo, limit))
-        return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+            "SELECT seq, topic, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (lo, max(limit, OUTBOX_MEM_MAX)))
+        self._ahead = collections.deque((int(r[0]), str(r[1]), bytes(r[2])) for r in rows)
+        self._ahead_after = lo
+        return self._ahead_then_mem(limit)
+
+    def _ahead_then_mem(self, limit: int) -> list[tuple[int, str, bytes]]:
+        """Up to ``limit`` rows from the read-ahead, then from memory when it continues them."""
+        out = list(itertools.islice(self._ahead, limit))
+        if out and len(out) < limit and out[-1][0] + 1 >= self._mem_from:
+            last = out[-1][0]
+            out.extend(itertools.islice((r for r in self._mem if r[0] > last), limit - len(out)))
+        return out
 
     async def outbox_delete(self, seqs: list[int]) -> None:
+        """The broker acknowledged these events: they are not handed out again (the mark moves in memory at
+        once), and the mark is written to the table with the next group commit, without waiting for it. The
+        publisher goes on with its next batches meanwhile; under load a commit takes a few hundred ms, and
+        waiting for one per batch held the status events back by seconds. After a crash, the events of the
+        batches acknowledged since the last commit are published again (status events are at-least-once)."""
         if seqs and max(seqs) > self._published:
-            await self._call(self._mark_published, max(seqs))
+            self._published = max(seqs)
+            self._queue_mark()
 
-    def _mark_published(self, c: sqlite3.Connection, seq: int) -> None:
-        if seq > self._published:
-            c.execute("UPDATE published SET seq=? WHERE id=0 AND seq<?", (seq, seq))
-            self._published = seq
+    def _queue_mark(self) -> None:
+        if self._mark_queued or self._writer is None:
+            return
+        self._mark_queued = True
+        self._submit(self._write_mark).add_done_callback(self._mark_done)
+
+    def _mark_done(self, fut: asyncio.Future[Any]) -> None:
+        self._mark_queued = False
+        if fut.cancelled() or fut.exception() is not None:
+            return          # the commit failed (logged by the writer): the next acknowledged batch tries again
+        self._mark_written = max(self._mark_written, fut.result())
+        if self._published > self._mark_written:
+            self._queue_mark()      # the mark moved after that write was applied
+
+    def _write_mark(self, c: sqlite3.Connection) -> int:
+        seq = self._published
+        c.execute("UPDATE published SET seq=? WHERE id=0 AND seq<?", (seq, seq))
+        return seq
 
     async def recover(self) -> list[Active]:
         assert self._db is not None
