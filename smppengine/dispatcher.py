@@ -49,6 +49,7 @@ class Dispatcher:
         self.refs = text.ConcatRefs()
         self.stopping = False
         self._drained = asyncio.Event()
+        self._wake_below = 0            # _drained is set when a message finishes with the backlog under this
         self.active = 0
         self.submitted_ok = 0
         self.metrics: Metrics | None = None       # set by the engine
@@ -67,8 +68,10 @@ class Dispatcher:
         return self._queue.qsize() + self.active + len(self._timers)
 
     async def below(self, level: int) -> None:
-        """Return once the backlog has fallen under ``level`` (checked whenever a message finishes)."""
+        """Return once the backlog has fallen under ``level`` (checked whenever a message finishes; the waiter
+        is woken only then, not by every message that finishes above it)."""
         while self.backlog >= level:
+            self._wake_below = level
             self._drained.clear()
             await self._drained.wait()
 
@@ -137,7 +140,8 @@ class Dispatcher:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slots.release()
-        self._drained.set()
+        if self.backlog < self._wake_below:
+            self._drained.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("dispatch_crashed", error=repr(task.exception()))
 
