@@ -60,7 +60,7 @@ class SqliteStore(GroupCommitWriter):
         self._init_writer()
         self._held = 0        # held receipts (an upper bound): lets part_submitted skip the lookup when none
         self._published = 0   # every event up to this seq was acknowledged by the broker
-        self._mark_written = 0    # the published mark as last written to the table (database thread)
+        self._mark_written = 0    # the published mark as last committed to the table
         self._mark_queued = False  # a write of the mark is queued for the next group commit
         # The outbox rows of this process's commits, read back in the database thread right after each
         # commit that wrote some (one SELECT in the same hop), so that the publisher does not need a hop of
