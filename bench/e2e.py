@@ -21,7 +21,7 @@ kept on the other CPUs (`others_on`), so the engine has its core to itself. --re
 times and reports the median run (by full_life_msg_s) with every run's figure.
 
 Usage: python bench/e2e.py [--n 50000] [--rate R] [--pin 0] [--repeat K] [--binds 2] [--window 200]
-                           [--profile PREFIX]
+                           [--profile PREFIX] [--store postgresql://...]
 """
 
 from __future__ import annotations
@@ -86,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile", default=None,
                     help="py-spy the engine during the run: PREFIX.txt (collapsed stacks), PREFIX.top.json")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, store)")
+    ap.add_argument("--store", default=None,
+                    help="a PostgreSQL store URL (postgresql://...) instead of the SQLite file in the work "
+                         "directory; each run gets a schema of its own, dropped afterwards")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run K times (fresh broker, simulator, engine and store each) and report the run with the "
                          "median full_life_msg_s, plus every run's figure: single runs on a shared machine vary "
@@ -167,6 +170,16 @@ def pin_others(pin: str | None, pids: list[int | None]) -> str | None:
     return ",".join(str(c) for c in sorted(rest))
 
 
+async def drop_schema(url: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.split("?", 1)[0])
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     n = args.n
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -174,6 +187,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     broker = BenchBroker(str(work / "mqtt"))
     children: list[Child] = []
     profiler: asyncio.subprocess.Process | None = None
+    pg_schema: str | None = None
     out: dict[str, Any] = {"bench": "e2e", "n": n}
     try:
         await broker.start()
@@ -186,8 +200,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ceiling_n = args.ceiling_n if args.ceiling_n is not None else min(20_000, max(2_000, n))
         out["sink_ceiling_msg_s"] = round(await SinkCeiling(sim_port, ceiling_n).run()) if ceiling_n else None
 
+        if args.store:
+            pg_schema = f"bench_{os.getpid()}_{int(time.time() * 1000) % 10**9}"
+            store = f"{args.store}{'&' if '?' in args.store else '?'}schema={pg_schema}"
+            out["store"] = "postgresql"
+        else:
+            store = str(work / "engine.db")
         cfg = engine_config(work / "engine.toml", mqtt_url=broker.url, smsc_port=sim_port,
-                            store=str(work / "engine.db"), tps=args.tps, window=args.window, binds=args.binds)
+                            store=store, tps=args.tps, window=args.window, binds=args.binds)
         engine = engine_child(work, cfg, args.pin)
         children.append(engine)
         await engine.start()
@@ -266,6 +286,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for c in reversed(children):
             await c.stop()
         await broker.stop()
+        if pg_schema is not None:
+            await drop_schema(args.store, pg_schema)
         if args.keep:
             print(f"work directory kept: {work}", file=sys.stderr)
         else:
