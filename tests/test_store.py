@@ -811,6 +811,44 @@ async def test_postgres_schema_is_created_and_separate() -> None:
         await drop_pg_schemas([a.rsplit("=", 1)[1], b.rsplit("=", 1)[1]])
 
 
+async def test_postgres_acknowledged_rows_are_not_held_back_by_a_busy_store() -> None:
+    """PostgreSQL: the publisher's "acknowledged" returns while a commit runs; the rows are not handed out
+    again nor counted as waiting, and their DELETE is committed with the next group commit."""
+    url = pg_store_url()
+    s = open_store(url, "sms")
+    await s.open()
+    gate = asyncio.Event()
+
+    async def hold(c: Any) -> None:             # a long commit: the writer's transaction stays open
+        await gate.wait()
+
+    try:
+        await s.accept([req(f"m{i}") for i in range(6)], [], 3600)
+        rows = await s.outbox_fetch(0, 100)
+        busy = asyncio.ensure_future(s._call(hold))
+        await asyncio.wait_for(s.outbox_delete([seq for seq, _, _ in rows[:4]]), timeout=2)
+        assert await s.outbox_fetch(0, 100) == rows[4:]
+        assert await s.outbox_fetch(0, 1) == rows[4:5]
+        assert (await s.stats(0))["outbox"] == 2
+        gate.set()
+        await busy
+        await s._call(_pg_nothing)              # the DELETE is committed by now
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            left = await conn.fetchval(f'SELECT COUNT(*) FROM "{url.rsplit("=", 1)[1]}".outbox')
+        finally:
+            await conn.close()
+        assert left == 2 and await s.outbox_fetch(0, 100) == rows[4:]
+    finally:
+        gate.set()
+        await s.close()
+        await drop_pg_schemas([url.rsplit("=", 1)[1]])
+
+
+async def _pg_nothing(c: Any) -> None:
+    return None
+
+
 async def test_postgres_instances_starting_together_create_the_schema_once() -> None:
     """Several instances opening a new schema at the same moment (CREATE SCHEMA IF NOT EXISTS is not atomic
     in PostgreSQL: one of them used to fail with a unique violation): every one opens."""

@@ -136,6 +136,9 @@ class PostgresStore(GroupCommitWriter):
         self._conn: Conn | None = None
         self._pool: asyncpg.Pool | None = None
         self._counts: dict[str, int] = {}   # counter increments of the running batch, written just before commit
+        # outbox rows the broker acknowledged whose DELETE is queued and not committed yet: outbox_fetch skips
+        # them, so that the publisher need not wait for that commit (see outbox_delete)
+        self._deleting: set[int] = set()
         self._init_writer()
 
     # ---------------------------------------------------------------- lifecycle
@@ -512,12 +515,29 @@ class PostgresStore(GroupCommitWriter):
 
     async def outbox_fetch(self, after: int, limit: int) -> list[tuple[int, str, bytes]]:
         # only this instance's rows: every outbox row has exactly one publishing instance (docs/scaling.md)
+        skip = set(self._deleting)      # as of before the read: a DELETE committed during it may be in the rows
         rows = await self._read().fetch("SELECT seq, topic, payload FROM outbox WHERE owner = $3 AND seq > $1 "
-                                        "ORDER BY seq LIMIT $2", after, limit, self.instance)
-        return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+                                        "ORDER BY seq LIMIT $2", after, limit + len(skip), self.instance)
+        out = [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+        if skip:
+            out = [r for r in out if r[0] not in skip]
+        return out[:limit]
 
     async def outbox_delete(self, seqs: list[int]) -> None:
-        await self._call(self._outbox_delete, seqs)
+        """The broker acknowledged these rows: they are not handed out again, and their DELETE goes into the
+        next group commit without being waited for (under load a commit takes long, and the publisher reads
+        the next batch only once this one is deleted). Not committed before a crash: published again."""
+        if not seqs:
+            return
+        batch = set(seqs)
+        self._deleting |= batch
+
+        def done(fut: asyncio.Future[Any]) -> None:
+            self._deleting -= batch
+            if not fut.cancelled():
+                fut.exception()     # a failed commit is logged by the writer; the rows are published again
+
+        self._submit(self._outbox_delete, seqs).add_done_callback(done)
 
     @staticmethod
     async def _outbox_delete(c: Conn, seqs: list[int]) -> None:
@@ -651,7 +671,9 @@ class PostgresStore(GroupCommitWriter):
                 "SELECT state, COALESCE(smsc, ''), COUNT(*) FROM messages WHERE final AND updated_at >= $1 "
                 "GROUP BY 1, 2", since)
             counters = await c.fetch("SELECT name, value FROM counters")
-            outbox = await c.fetchval("SELECT COUNT(*) FROM outbox")
+            # acknowledged rows whose DELETE is not committed yet are not waiting (outbox_delete)
+            outbox = await c.fetchval("SELECT COUNT(*) FROM outbox WHERE NOT (seq = ANY($1::bigint[]))",
+                                      list(self._deleting))
             held = await c.fetchval("SELECT COUNT(DISTINCT uid) FROM held_receipts")
         return {
             "queue": [{"state": s, "smsc": m, "count": n} for s, m, n in active],
