@@ -39,3 +39,25 @@ def test_bench_scripts_smoke() -> None:
     assert MICRO_KEYS <= micro.keys()
     assert all(isinstance(micro[k], int | float) for k in MICRO_KEYS)
     assert micro["machine"]["yardstick_ms"] > 0   # type: ignore[index]
+
+
+def test_bench_e2e_on_the_postgresql_store_leaves_no_schema_behind() -> None:
+    import asyncio
+
+    import asyncpg
+
+    from .helpers import PG_URL
+
+    async def bench_schemas() -> int:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            return int(await conn.fetchval(
+                "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name LIKE 'bench\\_%'"))
+        finally:
+            await conn.close()
+
+    before = asyncio.run(bench_schemas())
+    e2e = _one_json_line(["bench/e2e.py", "--n", "200", "--ceiling-n", "0", "--store", PG_URL], timeout=60)
+    assert e2e["store"] == "postgresql" and e2e["n"] == 200
+    assert e2e["lost"] == 0 and e2e["duplicates"] == 0
+    assert asyncio.run(bench_schemas()) == before
