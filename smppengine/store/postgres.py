@@ -664,6 +664,9 @@ class PostgresStore(GroupCommitWriter):
         }
 
     async def stats(self, since: float) -> dict[str, Any]:
+        # acknowledged rows whose DELETE is not committed yet are not waiting (outbox_delete); taken before the
+        # snapshot, which a DELETE committed meanwhile would otherwise miss as the set loses its rows
+        deleting = list(self._deleting)
         async with self._read().acquire() as c, c.transaction(isolation="repeatable_read", readonly=True):
             active = await c.fetch(
                 "SELECT state, COALESCE(smsc, ''), COUNT(*) FROM messages WHERE NOT final GROUP BY 1, 2")
@@ -671,9 +674,7 @@ class PostgresStore(GroupCommitWriter):
                 "SELECT state, COALESCE(smsc, ''), COUNT(*) FROM messages WHERE final AND updated_at >= $1 "
                 "GROUP BY 1, 2", since)
             counters = await c.fetch("SELECT name, value FROM counters")
-            # acknowledged rows whose DELETE is not committed yet are not waiting (outbox_delete)
-            outbox = await c.fetchval("SELECT COUNT(*) FROM outbox WHERE NOT (seq = ANY($1::bigint[]))",
-                                      list(self._deleting))
+            outbox = await c.fetchval("SELECT COUNT(*) FROM outbox WHERE NOT (seq = ANY($1::bigint[]))", deleting)
             held = await c.fetchval("SELECT COUNT(DISTINCT uid) FROM held_receipts")
         return {
             "queue": [{"state": s, "smsc": m, "count": n} for s, m, n in active],
