@@ -849,6 +849,41 @@ async def _pg_nothing(c: Any) -> None:
     return None
 
 
+async def test_postgres_acknowledged_rows_waiting_for_their_delete_are_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each outbox read skips the acknowledged rows whose DELETE is not committed yet: past
+    OUTBOX_DELETING_MAX of them, the publisher's "acknowledged" waits for the commit."""
+    from smppengine.store import postgres as pg_store
+
+    monkeypatch.setattr(pg_store, "OUTBOX_DELETING_MAX", 3)
+    url = pg_store_url()
+    s = open_store(url, "sms")
+    await s.open()
+    gate = asyncio.Event()
+
+    async def hold(c: Any) -> None:
+        await gate.wait()
+
+    try:
+        await s.accept([req(f"m{i}") for i in range(6)], [], 3600)
+        rows = await s.outbox_fetch(0, 100)
+        busy = asyncio.ensure_future(s._call(hold))
+        await asyncio.wait_for(s.outbox_delete([rows[0][0], rows[1][0]]), timeout=2)     # 2: not waited for
+        third = asyncio.ensure_future(s.outbox_delete([rows[2][0], rows[3][0]]))         # 4 > 3: waits
+        for _ in range(5):                      # a call that does not wait returns within one loop turn
+            await asyncio.sleep(0)
+        assert not third.done()                 # it cannot finish: the commit it waits for is held
+        assert await s.outbox_fetch(0, 100) == rows[4:]
+        gate.set()
+        await asyncio.wait_for(third, timeout=5)
+        await busy
+        assert await s.outbox_fetch(0, 100) == rows[4:]
+    finally:
+        gate.set()
+        await s.close()
+        await drop_pg_schemas([url.rsplit("=", 1)[1]])
+
+
 async def test_postgres_instances_starting_together_create_the_schema_once() -> None:
     """Several instances opening a new schema at the same moment (CREATE SCHEMA IF NOT EXISTS is not atomic
     in PostgreSQL: one of them used to fail with a unique violation): every one opens."""

@@ -67,6 +67,9 @@ from .writer import GroupCommitWriter, Op
 log = structlog.get_logger(__name__)
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# acknowledged outbox rows whose DELETE may wait for a commit without the publisher waiting too; above this
+# it waits (each outbox read fetches and skips them: the bound keeps that read small)
+OUTBOX_DELETING_MAX = 5_000
 
 Conn = asyncpg.Connection
 
@@ -537,7 +540,10 @@ class PostgresStore(GroupCommitWriter):
             if not fut.cancelled():
                 fut.exception()     # a failed commit is logged by the writer; the rows are published again
 
-        self._submit(self._outbox_delete, seqs).add_done_callback(done)
+        fut = self._submit(self._outbox_delete, seqs)
+        fut.add_done_callback(done)
+        if len(self._deleting) > OUTBOX_DELETING_MAX:
+            await fut           # far ahead of the commits: wait for this one (StoreError if it failed)
 
     @staticmethod
     async def _outbox_delete(c: Conn, seqs: list[int]) -> None:
