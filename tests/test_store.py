@@ -8,6 +8,7 @@ order the engine publishes them in: for one message it must be the order of its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -811,42 +812,51 @@ async def test_postgres_schema_is_created_and_separate() -> None:
         await drop_pg_schemas([a.rsplit("=", 1)[1], b.rsplit("=", 1)[1]])
 
 
-async def test_postgres_acknowledged_rows_are_not_held_back_by_a_busy_store() -> None:
-    """PostgreSQL: the publisher's "acknowledged" returns while a commit runs; the rows are not handed out
-    again nor counted as waiting, and their DELETE is committed with the next group commit."""
+@contextlib.asynccontextmanager
+async def _pg_outbox_behind_a_held_commit() -> AsyncIterator[
+        tuple[Store, str, list[tuple[int, str, bytes]], asyncio.Event, asyncio.Future[Any]]]:
+    """A fresh PostgreSQL store with six outbox rows, whose writer is held in an open transaction (a long
+    commit) until ``release`` is set: yields (store, schema, rows, release, the held operation)."""
     url = pg_store_url()
+    schema = url.rsplit("=", 1)[1]
     s = open_store(url, "sms")
     await s.open()
-    gate = asyncio.Event()
+    release = asyncio.Event()
 
-    async def hold(c: Any) -> None:             # a long commit: the writer's transaction stays open
-        await gate.wait()
+    async def hold(c: Any) -> None:
+        await release.wait()
 
     try:
         await s.accept([req(f"m{i}") for i in range(6)], [], 3600)
         rows = await s.outbox_fetch(0, 100)
-        busy = asyncio.ensure_future(s._call(hold))
-        await asyncio.wait_for(s.outbox_delete([seq for seq, _, _ in rows[:4]]), timeout=2)
-        assert await s.outbox_fetch(0, 100) == rows[4:]
-        assert await s.outbox_fetch(0, 1) == rows[4:5]
-        assert (await s.stats(0))["outbox"] == 2
-        gate.set()
-        await busy
-        await s._call(_pg_nothing)              # the DELETE is committed by now
-        conn = await asyncpg.connect(PG_URL)
-        try:
-            left = await conn.fetchval(f'SELECT COUNT(*) FROM "{url.rsplit("=", 1)[1]}".outbox')
-        finally:
-            await conn.close()
-        assert left == 2 and await s.outbox_fetch(0, 100) == rows[4:]
+        yield s, schema, rows, release, asyncio.ensure_future(s._call(hold))
     finally:
-        gate.set()
+        release.set()
         await s.close()
-        await drop_pg_schemas([url.rsplit("=", 1)[1]])
+        await drop_pg_schemas([schema])
 
 
 async def _pg_nothing(c: Any) -> None:
     return None
+
+
+async def test_postgres_acknowledged_rows_are_not_held_back_by_a_busy_store() -> None:
+    """PostgreSQL: the publisher's "acknowledged" returns while a commit runs; the rows are not handed out
+    again nor counted as waiting, and their DELETE is committed with the next group commit."""
+    async with _pg_outbox_behind_a_held_commit() as (s, schema, rows, release, busy):
+        await asyncio.wait_for(s.outbox_delete([seq for seq, _, _ in rows[:4]]), timeout=2)
+        assert await s.outbox_fetch(0, 100) == rows[4:]
+        assert await s.outbox_fetch(0, 1) == rows[4:5]
+        assert (await s.stats(0))["outbox"] == 2
+        release.set()
+        await busy
+        await s._call(_pg_nothing)              # the DELETE is committed by now
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            left = await conn.fetchval(f'SELECT COUNT(*) FROM "{schema}".outbox')
+        finally:
+            await conn.close()
+        assert left == 2 and await s.outbox_fetch(0, 100) == rows[4:]
 
 
 async def test_postgres_acknowledged_rows_waiting_for_their_delete_are_bounded(
@@ -856,32 +866,17 @@ async def test_postgres_acknowledged_rows_waiting_for_their_delete_are_bounded(
     from smppengine.store import postgres as pg_store
 
     monkeypatch.setattr(pg_store, "OUTBOX_DELETING_MAX", 3)
-    url = pg_store_url()
-    s = open_store(url, "sms")
-    await s.open()
-    gate = asyncio.Event()
-
-    async def hold(c: Any) -> None:
-        await gate.wait()
-
-    try:
-        await s.accept([req(f"m{i}") for i in range(6)], [], 3600)
-        rows = await s.outbox_fetch(0, 100)
-        busy = asyncio.ensure_future(s._call(hold))
+    async with _pg_outbox_behind_a_held_commit() as (s, _, rows, release, busy):
         await asyncio.wait_for(s.outbox_delete([rows[0][0], rows[1][0]]), timeout=2)     # 2: not waited for
         third = asyncio.ensure_future(s.outbox_delete([rows[2][0], rows[3][0]]))         # 4 > 3: waits
         for _ in range(5):                      # a call that does not wait returns within one loop turn
             await asyncio.sleep(0)
         assert not third.done()                 # it cannot finish: the commit it waits for is held
         assert await s.outbox_fetch(0, 100) == rows[4:]
-        gate.set()
+        release.set()
         await asyncio.wait_for(third, timeout=5)
         await busy
         assert await s.outbox_fetch(0, 100) == rows[4:]
-    finally:
-        gate.set()
-        await s.close()
-        await drop_pg_schemas([url.rsplit("=", 1)[1]])
 
 
 async def test_postgres_instances_starting_together_create_the_schema_once() -> None:
