@@ -271,12 +271,13 @@ async def _reload_on_hup(engine: Any, load: Callable[[], Config], hup: asyncio.E
             # the same text as `config error: ...` at start; the running config stays
             log.error("config_reload_refused", error=str(exc))
         else:
+            # the new log settings first: every line from here on (config_reloaded, the session_closed of a
+            # rebound SMSC ...) in the new format, one format at a time
+            logs.configure(new.log.level, new.log.format)
             try:
                 await engine.reload(new)
             except Exception as exc:
                 log.error("config_reload_failed", error=repr(exc))
-            else:
-                logs.configure(new.log.level, new.log.format)
         notifier.ready(engine.status_line())
 
 
@@ -333,7 +334,10 @@ async def _run_demo(store: str) -> None:
                           smsc=f"127.0.0.1:{sim.port}", control=f"127.0.0.1:{ctl}")
         state_path = write_state(state)
         cleanup.callback(remove_state, state_path.absolute())
-        print(_demo_banner(state, broker.port), file=sys.stderr, flush=True)
+        try:
+            print(_demo_banner(state, broker.port), file=sys.stderr, flush=True)
+        except OSError:                  # the terminal closed already (EIO): the demo goes on without it
+            logs.detach_terminal()
         await stop.wait()
 
 
