@@ -14,6 +14,12 @@
    at a 2 s interval instead of 15 s); a request published to the broker ends ``delivered``; ``docker stop``
    is a clean SIGTERM: exit code 0, ``engine_stopped`` logged, retained presence ``offline``.
 
+5. deploy/docker-compose.yml (with `docker compose` or `docker-compose`): built and started beside its
+   mosquitto (eclipse-mosquitto:2 when present, else smppengine-mosquitto:bookworm built from Debian), with an
+   override that adds the simulator as a service and mounts a config naming it; checks: healthy, a request
+   published on the published MQTT port is delivered, `kill -s HUP` reloads, `stop` exits 0 and goes offline.
+   ``--no-compose`` skips it.
+
 Prints one line per check and a JSON summary last; exit status 0 when every check passed. Needs a running
 Docker daemon (`apt-get install docker.io`, then `dockerd`), and debootstrap for step 1's fallback.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -95,6 +102,129 @@ def base_image(asked: str | None) -> str:
     sh("docker", "import", "-c", "ENV LANG=C.UTF-8", "-", LOCAL_BASE, stdin=tar.stdout)
     tar.wait()
     return LOCAL_BASE
+
+
+MOSQUITTO_PUBLIC = "eclipse-mosquitto:2"
+MOSQUITTO_LOCAL = "smppengine-mosquitto:bookworm"
+
+
+def mosquitto_image() -> str:
+    """The compose file's broker image: eclipse-mosquitto:2 when present, else one made from Debian's package."""
+    for ref in (MOSQUITTO_PUBLIC, MOSQUITTO_LOCAL):
+        if has_image(ref):
+            return ref
+    root = bookworm_rootfs()
+    mroot = root.parent / "bookworm-mosquitto"
+    if not (mroot / "usr/sbin/mosquitto").exists():
+        shutil.rmtree(mroot, ignore_errors=True)
+        sh("cp", "-a", str(root), str(mroot))
+        sh("chroot", str(mroot), "/bin/sh", "-c",
+           "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+           "mosquitto && mkdir -p /mosquitto/config /mosquitto/data /mosquitto/log "
+           "&& chown -R mosquitto:mosquitto /mosquitto && apt-get clean")
+    tar = subprocess.Popen(["tar", "-C", str(mroot), "-c", "."], stdout=subprocess.PIPE)
+    sh("docker", "import", "-c", "ENV LANG=C.UTF-8", "-c", "EXPOSE 1883", "-c",
+       'CMD ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]', "-", MOSQUITTO_LOCAL,
+       stdin=tar.stdout)
+    tar.wait()
+    return MOSQUITTO_LOCAL
+
+
+def compose_command() -> list[str] | None:
+    if sh("docker", "compose", "version", check_rc=False).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+async def compose_checks(base: str) -> None:
+    import aiomqtt
+
+    compose = compose_command()
+    if not check("a compose command is installed", compose is not None, " ".join(compose or ["none"])):
+        return
+    assert compose is not None
+    work = Path(tempfile.mkdtemp(prefix="smppengine-compose-check-"))
+    os.chmod(work, 0o755)
+    project = f"smppcheck{uuid.uuid4().hex[:6]}"
+    mqtt_port, http_port = free_port(), free_port()
+    env = {**os.environ, "SMPPENGINE_BASE": base, "MOSQUITTO_IMAGE": mosquitto_image(),
+           "SMPPENGINE_MQTT_PORT": str(mqtt_port), "SMPPENGINE_HTTP_PORT": str(http_port)}
+    (work / "config.toml").write_text(
+        '[engine]\ninstance = "compose"\nstore = "/var/lib/smppengine/engine.db"\n'
+        '[mqtt]\nurl = "mqtt://mosquitto:1883"\n[http]\nlisten = "0.0.0.0:9180"\n[log]\nformat = "json"\n'
+        '[[smsc]]\nname = "sim"\nhost = "smsc"\nport = 2775\nsystem_id = "acme"\npassword = "secret"\n')
+    os.chmod(work / "config.toml", 0o644)
+    (work / "override.yml").write_text(
+        "services:\n"
+        "  smsc:\n"
+        "    image: smppengine:latest\n"
+        "    entrypoint: [\"smppengine\"]\n"
+        "    command: [\"sim\", \"--host\", \"0.0.0.0\", \"--port\", \"2775\", \"--control-port\", \"0\",\n"
+        "              \"--system-id\", \"acme\", \"--password\", \"secret\", \"--receipt-delay\", \"0.2\"]\n"
+        "    healthcheck: {disable: true}\n"
+        "  smppengine:\n"
+        "    depends_on: [mosquitto, smsc]\n"
+        f"    volumes: [\"{work / 'config.toml'}:/etc/smppengine/config.toml:ro\"]\n"
+        "    healthcheck: {interval: 2s}\n")
+    cmd = [*compose, "-p", project, "-f", str(ROOT / "deploy/docker-compose.yml"), "-f", str(work / "override.yml")]
+    try:
+        t0 = time.monotonic()
+        build = await asyncio.to_thread(sh, *cmd, "build", check_rc=False, env=env)
+        if not check("compose build", build.returncode == 0, f"{time.monotonic() - t0:.0f} s "
+                     f"{build.stderr.strip()[-300:] if build.returncode else ''}"):
+            return
+        up = await asyncio.to_thread(sh, *cmd, "up", "-d", check_rc=False, env=env)
+        if not check("compose up", up.returncode == 0, up.stderr.strip()[-400:] if up.returncode else ""):
+            return
+        cid = sh(*cmd, "ps", "-q", "smppengine", env=env).stdout.strip()
+
+        def health() -> str | None:
+            state = docker_json("inspect", cid)[0]["State"]
+            status = state.get("Health", {}).get("Status")
+            return status if status in ("healthy", "unhealthy") or not state["Running"] else None
+
+        t0 = time.monotonic()
+        status = await wait_for("healthy", health, 90)
+        check("compose: the engine turns healthy beside mosquitto and the simulator", status == "healthy",
+              f"{status} after {time.monotonic() - t0:.1f} s")
+        events: list[str] = []
+        presence: dict[str, Any] = {}
+        async with aiomqtt.Client("127.0.0.1", mqtt_port, identifier=f"check-{uuid.uuid4().hex[:6]}") as client:
+            await client.subscribe("sms/status/#", qos=1)
+            await client.subscribe("sms/engine/+", qos=1)
+            await client.publish("sms/outbound", json.dumps(
+                {"id": "compose-1", "to": "+447700900123", "text": "through compose"}), qos=1)
+
+            async def listen(until: Any) -> None:
+                async for m in client.messages:
+                    doc = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+                    if str(m.topic).startswith("sms/engine/"):
+                        presence.update(doc)
+                    else:
+                        events.append(doc["state"])
+                    if until():
+                        return
+
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listen(lambda: events and events[-1] in (
+                    "delivered", "undelivered", "failed", "rejected", "expired")), 30)
+            check(f"compose: a request published on 127.0.0.1:{mqtt_port} is delivered",
+                  events == ["queued", "submitted", "delivered"], " → ".join(events))
+            sh(*cmd, "kill", "-s", "HUP", "smppengine", env=env)
+            reloaded = await wait_for("reload", lambda: '"config_reloaded"' in sh("docker", "logs", cid).stdout, 20)
+            check("compose: kill -s HUP reloads the config", bool(reloaded))
+            stop = await asyncio.to_thread(sh, *cmd, "stop", "smppengine", check_rc=False, env=env)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listen(lambda: presence.get("state") == "offline"), 10)
+        code = docker_json("inspect", cid)[0]["State"]["ExitCode"]
+        check("compose: stop exits 0 and the engine goes offline",
+              stop.returncode == 0 and code == 0 and presence.get("state") == "offline",
+              f"exit code {code}, presence {presence.get('state')}")
+    finally:
+        sh(*cmd, "down", "-v", "--remove-orphans", check_rc=False, env=env)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def docker_json(*args: str) -> Any:
@@ -212,6 +342,7 @@ def main() -> int:
     ap.add_argument("--base", help=f"base image (default: {PUBLIC_BASE}, else a local Debian bookworm)")
     ap.add_argument("--tag", default="smppengine:check")
     ap.add_argument("--keep", action="store_true", help="keep the container and its volume")
+    ap.add_argument("--no-compose", action="store_true", help="skip deploy/docker-compose.yml")
     args = ap.parse_args()
     logs.configure("warning", "console", stream=sys.stderr)      # the simulator's lines: warnings only
     info = sh("docker", "version", "--format", "{{.Server.Version}}", check_rc=False)
@@ -226,6 +357,8 @@ def main() -> int:
         print(build.stdout[-3000:], build.stderr[-3000:], file=sys.stderr)
         return 1
     asyncio.run(run_checks(args.tag, args.keep))
+    if not args.no_compose:
+        asyncio.run(compose_checks(base))
     ok = all(r["ok"] for r in results)
     print(json.dumps({"docker_check": "pass" if ok else "fail", "server": info.stdout.strip(), "base": base,
                       "checks": len(results), "failed": [r["check"] for r in results if not r["ok"]]}))
