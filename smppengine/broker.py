@@ -41,7 +41,10 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1", tries: int 
 
 
 class Mosquitto:
-    """A private mosquitto on 127.0.0.1 with persistence in its own directory."""
+    """A private mosquitto on 127.0.0.1 with persistence in its own directory.
+
+    Without ``workdir`` that directory is a temp directory ``smppengine-mqtt-*`` which :meth:`stop` removes
+    (with what it persisted); the mosquitto process gets SIGKILL when the process that started it dies."""
 
     def __init__(self, port: int = 0, workdir: str | None = None, persistence: bool = True) -> None:
         self.port = port or free_port()
@@ -80,6 +83,9 @@ class Mosquitto:
         if binary is None:
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto), "
                               "and no broker is configured: set mqtt.url in the config")
+        if self._own_dir and not self.dir.exists():      # started again after stop() removed it
+            self.dir.mkdir(parents=True)
+            (self.dir / OWNER_FILE).write_text(f"{os.getpid()}\n")
         conf = self._write_config()
         self.proc = await asyncio.create_subprocess_exec(
             binary, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,

@@ -7,6 +7,8 @@ no flags; an explicit ``--url``/``--prefix``/``--store``/``--config`` always win
 was killed (its process is gone) is ignored.
 
 The read-only commands never create a store: a SQLite path that is not there is an error naming the file.
+Without a flag, a config or a demo, no command creates one either (``optout add`` needs ``--store`` or
+``--config`` to start a store of its own).
 """
 
 from __future__ import annotations
@@ -107,7 +109,8 @@ def resolve_store(store: str | None, config: str | None, *, must_exist: bool) ->
     """The store a command works on: ``--store``, else ``--config``'s ``engine.store``, else the demo running
     here, else ``./smppengine-demo.db`` or ``./smppengine.db`` (the first that exists).
 
-    With ``must_exist`` (read-only commands), a SQLite file that is not there raises NotFound naming it."""
+    None of these found raises NotFound (whatever the command: a store nobody named is never made). With
+    ``must_exist`` (read-only commands), a named SQLite file that is not there raises NotFound naming it."""
     if store:
         chosen, origin = store, "--store"
     elif config:
@@ -120,8 +123,7 @@ def resolve_store(store: str | None, config: str | None, *, must_exist: bool) ->
         for candidate in (DEMO_STORE, CONFIG_STORE):
             if Path(candidate).is_file():
                 return candidate
-        if not must_exist:
-            return DEMO_STORE
+        # not even a writing command makes a store nobody named: --store or --config says where
         raise NotFound(f"no store here: looked for ./{DEMO_STORE} (what `smppengine run` without --config writes)"
                        f" and ./{CONFIG_STORE}, and neither is there; run this in the demo's directory, or pass"
                        " --store PATH or --config FILE")

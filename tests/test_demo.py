@@ -249,7 +249,7 @@ async def test_send_says_when_no_engine_answers(tmp_path: Path, other_broker_on_
 
 
 async def test_read_only_commands_never_create_a_store(tmp_path: Path) -> None:
-    for args in (("trace", "x"), ("stats",), ("optout", "list"), ("optout", "export")):
+    for args in (("trace", "x"), ("stats",), ("optout", "list"), ("optout", "export"), ("optout", "add", "+4477")):
         rc, out, err = await cli(tmp_path, *args)
         assert rc == 1 and out == "", (args, out, err)
         assert "looked for ./smppengine-demo.db" in err and "./smppengine.db" in err, err
