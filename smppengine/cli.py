@@ -203,7 +203,12 @@ def _run(args: argparse.Namespace) -> int:
         from .locate import is_url
 
         store = args.store or DEMO_STORE
-        _event_loop_run(_run_demo(store if is_url(store) else os.path.abspath(store)))
+        try:
+            _event_loop_run(_run_demo(store if is_url(store) else os.path.abspath(store)))
+        except Exception as exc:         # what the demo started is stopped by now (see _run_demo)
+            log.error("demo_failed", error=repr(exc), exc_info=True)
+            print(f"error: the demo stopped: {type(exc).__name__}: {exc} (store {store})", file=sys.stderr)
+            return 1
     return 0
 
 

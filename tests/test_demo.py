@@ -168,6 +168,8 @@ class Demo:
             await self._reader
         if self._err is not None:
             self.banner += (await self._err).decode()
+        elif self.proc.stderr is not None:
+            self.banner += (await self.proc.stderr.read()).decode()
         return rc
 
     async def stop(self) -> None:
@@ -330,7 +332,7 @@ async def test_a_failed_start_stops_what_it_started(tmp_path: Path, other_broker
     try:
         await demo.start(wait=False)
         rc = await demo.wait_exit(60)
-        assert rc != 0
+        assert rc == 1 and "error: the demo stopped: OperationalError: unable to open database file" in demo.banner
         assert not _children(demo.pid)
         new = _broker_dirs() - before
         assert not {d for d in new if (d / "owner.pid").read_text().strip() == str(demo.pid)}
