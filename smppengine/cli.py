@@ -498,11 +498,13 @@ async def _send(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- trace / stats
 async def _inspect(args: argparse.Namespace) -> int:
-    from .locate import resolve_store, shown
+    from .locate import is_url, require_postgres_store, resolve_store, shown
     from .store import open_store
 
     # never creates a store: a missing file is an error that names it
     path = resolve_store(args.store, args.config, must_exist=True)
+    if is_url(path):
+        await require_postgres_store(path)
     # stdout is this command's output: no info lines (e.g. store_migrated), warnings on stderr
     logs.configure("warning", "auto", stream=sys.stderr)
     store = open_store(path, "sms")

@@ -142,3 +142,25 @@ def shown(url: str) -> str:
         return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc[-1]}"))
     except ValueError:
         return url
+
+
+async def require_postgres_store(url: str) -> None:
+    """For read-only commands on a ``postgresql://`` store: NotFound when it has no tables yet (opening it would
+    create them, and the schema)."""
+    import asyncpg
+
+    from .store.postgres import parse_url, redact
+
+    dsn, schema = parse_url(url)
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise NotFound(f"cannot reach the PostgreSQL store {redact(url)}: {exc}") from exc
+    try:
+        table = f'"{schema}".messages' if schema else "messages"
+        found = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
+    finally:
+        await conn.close()
+    if not found:
+        where = f"schema {schema}" if schema else "the schemas on its search_path"
+        raise NotFound(f"no store at {redact(url)}: no smppengine tables in {where}")

@@ -20,7 +20,7 @@ import orjson
 
 from . import logs
 from .compliance import GLOBAL, normalise_number, normalise_scope
-from .locate import resolve_store
+from .locate import is_url, require_postgres_store, resolve_store
 from .model import iso
 from .store import Store, open_store
 from .store.optouts import OptOut
@@ -92,7 +92,10 @@ async def run(args: argparse.Namespace) -> int:
     # stdout carries the CSV / list: log lines (e.g. store_migrated) go to stderr, warnings and up only
     logs.configure("warning", "auto", stream=sys.stderr)
     # list / export / remove never create a store (a missing file is an error naming it); add / import may
-    path = resolve_store(args.store, args.config, must_exist=args.optout_cmd not in ("add", "import"))
+    read_only = args.optout_cmd not in ("add", "import")
+    path = resolve_store(args.store, args.config, must_exist=read_only)
+    if read_only and is_url(path):
+        await require_postgres_store(path)
     store = open_store(path, "sms")
     await store.open()
     try:

@@ -146,3 +146,23 @@ def test_every_sim_option_has_help_and_no_help_or_doc_points_to_a_missing_file()
     for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         text = doc.read_text()
         assert "CONTRACT.md" not in text and "contract §" not in text, doc.name
+
+
+async def test_read_only_commands_never_create_a_postgresql_store() -> None:
+    import uuid
+
+    import asyncpg
+
+    from .helpers import PG_URL, pg_store_url
+
+    schema = "t_" + uuid.uuid4().hex[:16]
+    url = pg_store_url(schema)
+    for args in (("trace", "x", "--store", url), ("stats", "--store", url), ("optout", "--store", url, "list")):
+        rc, out, err = await cli(*args)
+        assert rc == 1 and out == "", (args, out, err)
+        assert f"no smppengine tables in schema {schema}" in err, err
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", schema) == 0
+    finally:
+        await conn.close()
