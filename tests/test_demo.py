@@ -232,6 +232,17 @@ async def test_from_the_demos_directory_every_command_finds_the_demo_without_fla
 
         metrics = await asyncio.to_thread(urllib.request.urlopen, f"http://{http}/metrics", timeout=10)
         assert b'smppengine_requests_total{result="accepted"} 1.0' in metrics.read()
+
+        # explicit flags win over the demo: --url elsewhere (no engine there), --config from another directory
+        rc, out, err = await cli(tmp_path, "send", "--url", other_broker_on_1883, "--engine-timeout", "1",
+                                 "--to", "+447700900123", "--text", "not for the demo")
+        assert rc == 3 and f"no `queued` event from an engine on {other_broker_on_1883}/sms/outbound" in err, err
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "c.toml").write_text(f'[mqtt]\nurl = "{state["mqtt_url"]}"\n[[smsc]]\nname = "a"\n'
+                                          'host = "h"\nport = 1\nsystem_id = "x"\npassword = "y"\n')
+        rc, out, err = await cli(elsewhere, "send", "--config", "c.toml", "--to", "+447700900123", "--text", "cfg")
+        assert rc == 0 and _events(out)[-1]["state"] == "delivered", (out, err)
     finally:
         await demo.stop()
 
