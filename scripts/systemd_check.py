@@ -281,6 +281,17 @@ async def run_checks(root: Path) -> None:
             check("the sandboxed engine writes its store in StateDirectory (DynamicUser)",
                   "engine.db" in ls and not user.endswith(" 0"), f"ps: {user}; " + ls.strip().replace("\n", "; "))
 
+            status_lines = (await off(box.run, "cat", f"/proc/{pid1}/status")).stdout.splitlines()
+            proc = dict(line.split(":", 1) for line in status_lines if ":" in line)
+            sandbox = {k: proc.get(k, "?").strip() for k in ("NoNewPrivs", "Seccomp", "CapEff")}
+            # in the engine's mount namespace, even root cannot write /usr or /etc (ProtectSystem=strict)
+            touch = await off(box.run, "nsenter", "-t", pid1, "-m", "touch", "/usr/.smppcheck", "/etc/.smppcheck",
+                              check_rc=False)
+            usr_ro = touch.returncode != 0 and touch.stderr.count("Read-only file system") == 2
+            check("the sandbox is in effect (no new privileges, seccomp, no capabilities, /usr and /etc read-only)",
+                  sandbox == {"NoNewPrivs": "1", "Seccomp": "2", "CapEff": "0000000000000000"} and usr_ro,
+                  f"{sandbox}, /usr and /etc read-only: {usr_ro} ({touch.stderr.strip().splitlines()[0][:80]})")
+
             # 3. reload = SIGHUP: same process, config_reloaded, the new tps applied in place
             write_config(root, broker, sim, http_port, tps=40)
             reload = await off(box.run, "systemctl", "reload", "smppengine", check_rc=False, timeout=60)
