@@ -8,20 +8,29 @@ behave unlike production. Mosquitto is one `apt-get install mosquitto` away and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import getpass
+import os
 import shutil
+import signal
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+TEMP_PREFIX = "smppengine-mqtt-"
+OWNER_FILE = "owner.pid"         # in a private broker's temp directory: the process that made it
 
 
 class BrokerError(Exception):
     pass
 
 
-def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
-    """`preferred` when it is free, else any free port."""
-    for port in ([preferred] if preferred else []) + [0]:
+def free_port(preferred: int | None = None, host: str = "127.0.0.1", tries: int = 20) -> int:
+    """`preferred` when it is free, else the next free one of the ``tries`` ports after it, else any free port."""
+    candidates = list(range(preferred, min(preferred + tries, 65536))) if preferred else []
+    for port in candidates + [0]:
         with socket.socket() as s:
             try:
                 s.bind((host, port))
@@ -32,11 +41,17 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
 
 
 class Mosquitto:
-    """A private mosquitto on 127.0.0.1 with persistence in its own directory."""
+    """A private mosquitto on 127.0.0.1 with persistence in its own directory.
+
+    Without ``workdir`` that directory is a temp directory ``smppengine-mqtt-*`` which :meth:`stop` removes
+    (with what it persisted); the mosquitto process gets SIGKILL when the process that started it dies."""
 
     def __init__(self, port: int = 0, workdir: str | None = None, persistence: bool = True) -> None:
         self.port = port or free_port()
-        self.dir = Path(workdir or tempfile.mkdtemp(prefix="smppengine-mqtt-"))
+        self._own_dir = workdir is None        # a temp directory made here is removed by stop()
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix=TEMP_PREFIX))
+        if self._own_dir:
+            (self.dir / OWNER_FILE).write_text(f"{os.getpid()}\n")
         self.persistence = persistence
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -68,9 +83,13 @@ class Mosquitto:
         if binary is None:
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto), "
                               "and no broker is configured: set mqtt.url in the config")
+        if self._own_dir and not self.dir.exists():      # started again after stop() removed it
+            self.dir.mkdir(parents=True)
+            (self.dir / OWNER_FILE).write_text(f"{os.getpid()}\n")
         conf = self._write_config()
         self.proc = await asyncio.create_subprocess_exec(
-            binary, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            binary, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=die_with_parent(os.getpid()))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
@@ -85,13 +104,43 @@ class Mosquitto:
         raise BrokerError(f"mosquitto did not listen on {self.port} within {timeout}s")
 
     async def stop(self, kill: bool = False) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        await self.proc.wait()
+        if self.proc is not None and self.proc.returncode is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            await self.proc.wait()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGKILL when the process that started it dies, however it dies
+    (Linux PR_SET_PDEATHSIG; elsewhere nothing). ``parent`` is the starting process's pid, checked after the
+    call in case it died during the fork."""
+
+    def pre() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return pre
+
+
+def remove_stale_dirs() -> list[Path]:
+    """Remove private broker directories whose owner process is gone (a SIGKILLed demo cannot clean up)."""
+    removed: list[Path] = []
+    for d in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        try:
+            pid = int((d / OWNER_FILE).read_text())
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+        except (OSError, ValueError):
+            continue          # no owner file (made by an older version, or not ours), or not ours to judge
+    return removed
 
 
 class InProcessBroker:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import os
 import signal
 import sys
 import time
@@ -22,13 +23,17 @@ import structlog
 
 from . import logs, text
 from .config import Config, ConfigError, demo_config, load_config
+from .locate import DEFAULT_PREFIX, DEFAULT_URL, DEMO_STORE, NotFound
 
 log = structlog.get_logger("smppengine.cli")
 
 EXIT_CONFIG = 2
+EXIT_NO_ENGINE = 3          # `send`: no engine answered
+ENGINE_ANSWER_S = 5.0
 DEMO_SMSC_PORT = 2775
 DEMO_CONTROL_PORT = 8775
 DEMO_MQTT_PORT = 1883
+DEMO_HTTP_PORT = 9180
 GC_GEN0_THRESHOLD = 200_000  # allocations between young collections (CPython: 700)
 
 
@@ -37,32 +42,46 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     run = sub.add_parser("run", help="run the engine (no --config: built-in simulator + embedded broker)")
-    run.add_argument("--config", help="TOML config file (contract §3)")
+    run.add_argument("--config", help="TOML config file (docs/configuration.md)")
     run.add_argument("--store", help="override engine.store (demo default: ./smppengine-demo.db)")
 
-    sim = sub.add_parser("sim", help="run the built-in SMSC simulator")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=DEMO_SMSC_PORT)
-    sim.add_argument("--control-port", type=int, default=DEMO_CONTROL_PORT, help="HTTP control API (0 = off)")
-    sim.add_argument("--system-id", default=None, help="accepted system_id (default: any)")
-    sim.add_argument("--password", default=None)
-    sim.add_argument("--id-format", choices=["hex", "dec"], default="hex")
-    sim.add_argument("--receipt-id-format", choices=["same", "hex", "dec"], default="same")
-    sim.add_argument("--receipt-delay", type=float, default=0.0)
-    sim.add_argument("--receipt-stat", default="DELIVRD")
-    sim.add_argument("--tps-limit", type=float, default=None)
+    sim = sub.add_parser("sim", help="run the built-in SMSC simulator (docs/simulator.md)")
+    sim.add_argument("--host", default="127.0.0.1", help="address to listen on for SMPP (default: %(default)s)")
+    sim.add_argument("--port", type=int, default=DEMO_SMSC_PORT, help="SMPP port (default: %(default)s)")
+    sim.add_argument("--control-port", type=int, default=DEMO_CONTROL_PORT,
+                     help="HTTP control API on 127.0.0.1 (default: %(default)s; 0 = off)")
+    sim.add_argument("--system-id", default=None, help="the only system_id a bind may use (default: any)")
+    sim.add_argument("--password", default=None, help="the password that goes with --system-id (default: empty)")
+    sim.add_argument("--id-format", choices=["hex", "dec"], default="hex",
+                     help="message ids in submit_sm_resp: hex or decimal (default: %(default)s)")
+    sim.add_argument("--receipt-id-format", choices=["same", "hex", "dec"], default="same",
+                     help="the id in delivery receipts: as in the resp, or always hex / decimal (default: %(default)s)")
+    sim.add_argument("--receipt-delay", type=float, default=0.0, metavar="SECONDS",
+                     help="delay between a submit and its delivery receipt (default: %(default)s)")
+    sim.add_argument("--receipt-stat", default="DELIVRD",
+                     help="stat of every receipt: DELIVRD, UNDELIV, REJECTD, EXPIRED ... (default: %(default)s)")
+    sim.add_argument("--tps-limit", type=float, default=None, metavar="TPS",
+                     help="answer ESME_RTHROTTLED above this many submits per second (default: no limit)")
     sim.add_argument("--no-record", action="store_true", help="do not keep every submit in memory (benchmarks)")
 
-    send = sub.add_parser("send", help="publish one request and follow its status events until final")
-    send.add_argument("--url", default="mqtt://127.0.0.1:1883")
-    send.add_argument("--prefix", default="sms")
-    send.add_argument("--to", required=True)
-    send.add_argument("--text", required=True)
-    send.add_argument("--from", dest="sender")
-    send.add_argument("--id")
-    send.add_argument("--encoding", default="auto")
-    send.add_argument("--no-dlr", action="store_true")
-    send.add_argument("--timeout", type=float, default=60.0)
+    send = sub.add_parser("send", help="publish one request and follow its status events until final",
+                          description="Publish one request and print its status events until a final one. "
+                          "Run from the demo's directory it finds the running demo (smppengine-demo.json); "
+                          "--url/--prefix or --config say otherwise.")
+    send.add_argument("--url", help=f"broker URL (default: the demo running here, else {DEFAULT_URL})")
+    send.add_argument("--prefix", help=f"topic prefix (default: the demo's, or the config's, else {DEFAULT_PREFIX})")
+    send.add_argument("--config", help="take the broker URL, prefix and credentials from this config file")
+    send.add_argument("--to", required=True, help="destination number")
+    send.add_argument("--text", required=True, help="message text")
+    send.add_argument("--from", dest="sender", help="sender ID")
+    send.add_argument("--id", help="request id (default: a new cli-... id)")
+    send.add_argument("--encoding", default="auto", help=f"{', '.join(text.ENCODINGS)} (default: %(default)s)")
+    send.add_argument("--no-dlr", action="store_true", help="ask for no delivery receipt (ends at submitted)")
+    send.add_argument("--engine-timeout", type=float, default=ENGINE_ANSWER_S, metavar="SECONDS",
+                      help="give up when no engine answers (a queued event) within this time "
+                           "(default: %(default)s)")
+    send.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                      help="give up when no final state comes within this time (default: %(default)s)")
 
     chk = sub.add_parser("check-config", help="validate a config file and exit (status 2 when invalid)")
     chk.add_argument("path")
@@ -79,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "trace":
             c.add_argument("id")
         c.add_argument("--config", help="config file (for engine.store)")
-        c.add_argument("--store", help="store path (overrides the config)")
+        c.add_argument("--store", help="store path or URL (overrides the config; default: the demo running "
+                                        "here, else ./smppengine-demo.db or ./smppengine.db)")
         c.add_argument("--json", action="store_true")
     from .optout_cli import add_parser as add_optout_parser
 
@@ -92,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd == "check-config":
             cfg = load_config(args.path)
-            print(f"{args.path}: OK ({len(cfg.smsc)} SMSC, {len(cfg.route)} routes)")
+            print(f"{args.path}: OK ({len(cfg.smsc)} SMSC, {_count(len(cfg.route), 'route')})")
             return 0
         if args.cmd == "parts":
             return _parts(args)
@@ -111,13 +131,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except NotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 1
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 # ---------------------------------------------------------------------- parts
 def _parts(args: argparse.Namespace) -> int:
+    if args.text == "":
+        # the engine rejects a request with empty text ("text: expected a non-empty string"): 0 parts
+        print("error: empty text: the engine rejects a request whose text is empty", file=sys.stderr)
+        return 1
     try:
         info = text.parts_info(args.text, args.encoding, args.concat)
     except text.TextEncodingError as exc:
@@ -131,14 +162,14 @@ def _parts(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- run
-def _event_loop_run(coro: Any) -> None:
+def _event_loop_run(coro: Any) -> Any:
     """uvloop when installed (measured: fewer µs per message in the MQTT and SMPP I/O), else asyncio."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(coro)
+        return asyncio.run(coro)
     else:
-        uvloop.run(coro)
+        return uvloop.run(coro)
 
 
 def _tune_gc() -> None:
@@ -169,7 +200,15 @@ def _run(args: argparse.Namespace) -> int:
         _event_loop_run(_run_engine(cfg, load))
     else:
         logs.configure("info", "auto")
-        _event_loop_run(_run_demo(args.store or "smppengine-demo.db"))
+        from .locate import is_url
+
+        store = args.store or DEMO_STORE
+        try:
+            _event_loop_run(_run_demo(store if is_url(store) else os.path.abspath(store)))
+        except Exception as exc:         # what the demo started is stopped by now (see _run_demo)
+            log.error("demo_failed", error=repr(exc), exc_info=True)
+            print(f"error: the demo stopped: {type(exc).__name__}: {exc} (store {store})", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -237,64 +276,108 @@ async def _reload_on_hup(engine: Any, load: Callable[[], Config], hup: asyncio.E
             # the same text as `config error: ...` at start; the running config stays
             log.error("config_reload_refused", error=str(exc))
         else:
+            # the new log settings first: every line from here on (config_reloaded, the session_closed of a
+            # rebound SMSC ...) in the new format, one format at a time
+            logs.configure(new.log.level, new.log.format)
             try:
                 await engine.reload(new)
             except Exception as exc:
                 log.error("config_reload_failed", error=repr(exc))
-            else:
-                logs.configure(new.log.level, new.log.format)
         notifier.ready(engine.status_line())
 
 
 async def _run_demo(store: str) -> None:
-    """Zero-setup: the built-in simulator and a private mosquitto, then the engine on them."""
-    from .broker import InProcessBroker, Mosquitto, free_port, mosquitto_available
+    """Zero-setup: the built-in simulator and a private mosquitto, then the engine on them.
+
+    Whatever way the demo ends (SIGTERM, SIGINT, an error), what it started is stopped and its files removed
+    (the broker's temp directory, smppengine-demo.json); the mosquitto child also dies by PR_SET_PDEATHSIG
+    when the demo is killed outright. SIGHUP (a closed terminal) does not stop it: there is no file to reload."""
+    from .broker import InProcessBroker, Mosquitto, free_port, mosquitto_available, remove_stale_dirs
     from .engine import Engine
+    from .locate import DemoState, remove_state, write_state
     from .sim_control import start_control
     from .simulator import Simulator
 
     stop = asyncio.Event()
     _install_signals(stop)
-    sim = Simulator("127.0.0.1", free_port(DEMO_SMSC_PORT), credentials={"smppengine": "secret"},
-                    receipt_delay=0.5)
-    await sim.start()
-    control = await start_control(sim, "127.0.0.1", free_port(DEMO_CONTROL_PORT))
-    broker: Mosquitto | InProcessBroker
-    if mosquitto_available():
-        broker = Mosquitto(free_port(DEMO_MQTT_PORT))
-    else:
-        log.warning("embedded_broker_fallback", reason="mosquitto not installed; using amqtt in-process "
-                    "(MQTT 3.1.1, nothing queued while the engine is down) - install mosquitto for the real thing")
-        broker = InProcessBroker(free_port(DEMO_MQTT_PORT))
-    await broker.start()
-    cfg = demo_config(smsc_port=sim.port, mqtt_url=broker.url, store=store)
-    mqtt_cfg = cfg.mqtt if isinstance(broker, Mosquitto) else dataclasses.replace(cfg.mqtt, protocol=4)
-    cfg = dataclasses.replace(cfg, http=dataclasses.replace(cfg.http, listen=""), mqtt=mqtt_cfg)
-    engine = Engine(cfg)
-    try:
-        await engine.start()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _demo_sighup)
+    remove_stale_dirs()
+    async with contextlib.AsyncExitStack() as cleanup:      # unwound in reverse: engine, broker, simulator
+        sim = Simulator("127.0.0.1", free_port(DEMO_SMSC_PORT), credentials={"smppengine": "secret"},
+                        receipt_delay=0.5)
+        await sim.start()
+        cleanup.push_async_callback(sim.stop)
+        control = await start_control(sim, "127.0.0.1", free_port(DEMO_CONTROL_PORT))
+        cleanup.callback(control.close)
+        broker: Mosquitto | InProcessBroker
+        if mosquitto_available():
+            broker = Mosquitto(free_port(DEMO_MQTT_PORT))
+        else:
+            log.warning("embedded_broker_fallback", reason="mosquitto not installed; using amqtt in-process "
+                        "(MQTT 3.1.1, nothing queued while the engine is down) - install mosquitto for the real thing")
+            broker = InProcessBroker(free_port(DEMO_MQTT_PORT))
+        cleanup.push_async_callback(broker.stop)        # also when its start fails half-way
+        await broker.start()
+        cfg = demo_config(smsc_port=sim.port, mqtt_url=broker.url, store=store)
+        mqtt_cfg = cfg.mqtt if isinstance(broker, Mosquitto) else dataclasses.replace(cfg.mqtt, protocol=4)
+        http = dataclasses.replace(cfg.http, listen=f"127.0.0.1:{free_port(DEMO_HTTP_PORT)}")
+        cfg = dataclasses.replace(cfg, http=http, mqtt=mqtt_cfg)
+        engine = Engine(cfg)
+        try:
+            started = await _start_unless_stopped(engine, stop)
+        except BaseException:
+            await engine.stop()
+            raise
+        if not started:
+            return
+        cleanup.push_async_callback(engine.stop)
         _tune_gc()
-        p = cfg.mqtt.topic_prefix
         ctl = control.sockets[0].getsockname()[1]
-        example = ('{"id": "order-1234-otp", "to": "+447700900123", "from": "ACME", '
-                   '"text": "Your code is 123456"}')
-        print(
-            f"\nsmppengine demo is running: built-in SMSC simulator on 127.0.0.1:{sim.port} (control API :{ctl}),"
-            f" embedded broker on 127.0.0.1:{broker.port}\n\n"
-            "  Send one and follow it:\n"
-            f"    smppengine send --url {broker.url} --to +447700900123 --text 'Your code is 123456'\n\n"
-            "  Or with mosquitto clients:\n"
-            f"    mosquitto_sub -p {broker.port} -t '{p}/status/#' -v &\n"
-            f"    mosquitto_pub -p {broker.port} -q 1 -t {p}/outbound -m '{example}'\n\n"
-            "  Ctrl-C stops.\n",
-            file=sys.stderr, flush=True,
-        )
+        http_host, http_port = engine.http_address or ("127.0.0.1", 0)
+        state = DemoState(pid=os.getpid(), mqtt_url=broker.url, topic_prefix=cfg.mqtt.topic_prefix,
+                          store=store, http=f"{http_host}:{http_port}",
+                          smsc=f"127.0.0.1:{sim.port}", control=f"127.0.0.1:{ctl}")
+        state_path = write_state(state)
+        cleanup.callback(remove_state, state_path.absolute())
+        try:
+            print(_demo_banner(state, broker.port), file=sys.stderr, flush=True)
+        except OSError:                  # the terminal closed already (EIO): the demo goes on without it
+            logs.detach_terminal()
         await stop.wait()
-    finally:
-        await engine.stop()
-        control.close()
-        await sim.stop()
-        await broker.stop()
+
+
+def _demo_sighup() -> None:
+    logs.detach_terminal()        # a closed terminal: further output goes nowhere instead of failing
+    log.info("demo_sighup_ignored", reason="the demo has no config file to reload; it goes on "
+             "(smppengine run --config FILE reloads FILE on SIGHUP)")
+
+
+def _demo_banner(state: Any, mqtt_port: int) -> str:
+    from .locate import STATE_FILE, shown
+
+    p = state.topic_prefix
+    taken = lambda port, wanted: "" if port == wanted else f"  ({wanted} was taken)"  # noqa: E731
+    smsc_port = int(state.smsc.rsplit(":", 1)[1])
+    ctl_port = int(state.control.rsplit(":", 1)[1])
+    http_port = int(state.http.rsplit(":", 1)[1])
+    example = ('{"id": "order-1234-otp", "to": "+447700900123", "from": "ACME", '
+               '"text": "Your code is 123456"}')
+    return (
+        f"\nsmppengine demo is running in {os.getcwd()}\n"
+        f"  SMSC simulator   {state.smsc}{taken(smsc_port, DEMO_SMSC_PORT)}, control API "
+        f"http://{state.control}/{taken(ctl_port, DEMO_CONTROL_PORT)}\n"
+        f"  MQTT broker      {state.mqtt_url}{taken(mqtt_port, DEMO_MQTT_PORT)}, topic prefix {p}\n"
+        f"  store            {shown(state.store)}\n"
+        f"  metrics, health  http://{state.http}/metrics  http://{state.http}/healthz"
+        f"{taken(http_port, DEMO_HTTP_PORT)}\n\n"
+        f"  From this directory (the commands find the demo through ./{STATE_FILE}):\n"
+        "    smppengine send --to +447700900123 --text 'Your code is 123456'\n"
+        "    smppengine trace ID        smppengine stats        smppengine optout list\n\n"
+        "  Or with mosquitto clients:\n"
+        f"    mosquitto_sub -p {mqtt_port} -t '{p}/status/#' -v &\n"
+        f"    mosquitto_pub -p {mqtt_port} -q 1 -t {p}/outbound -m '{example}'\n\n"
+        "  Ctrl-C stops.\n"
+    )
 
 
 # ---------------------------------------------------------------------- sim
@@ -325,48 +408,112 @@ def _sim(args: argparse.Namespace) -> int:
 FINAL = {"delivered", "undelivered", "expired", "rejected", "failed"}
 
 
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    url: str
+    prefix: str
+    origin: str                      # where url came from: "--url", "--config", "demo", "default"
+    username: str = ""
+    password: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+
+def _send_target(args: argparse.Namespace) -> _Target:
+    """--url / --prefix win; then --config; then the demo running in this directory; then the defaults."""
+    from .locate import running_demo
+
+    if args.config:
+        m = load_config(args.config).mqtt
+        return _Target(args.url or m.url, args.prefix or m.topic_prefix, "--url" if args.url else "--config",
+                       m.username, m.password, m.ca_file, m.cert_file, m.key_file)
+    demo = running_demo()
+    if demo is not None and (not args.url or args.url == demo.mqtt_url):
+        return _Target(demo.mqtt_url, args.prefix or demo.topic_prefix, "--url" if args.url else "demo")
+    return _Target(args.url or DEFAULT_URL, args.prefix or DEFAULT_PREFIX, "--url" if args.url else "default")
+
+
 async def _send(args: argparse.Namespace) -> int:
     import aiomqtt
 
+    from .locate import STATE_FILE, shown
     from .mqtt import parse_url
 
-    host, port, _ = parse_url(args.url)
+    target = _send_target(args)
+    host, port, tls = parse_url(target.url)
     msg_id = args.id or f"cli-{uuid.uuid4().hex[:12]}"
     req: dict[str, Any] = {"id": msg_id, "to": args.to, "text": args.text, "encoding": args.encoding,
                            "dlr": not args.no_dlr}
     if args.sender:
         req["from"] = args.sender
-    async with aiomqtt.Client(host, port, identifier=f"smppengine-send-{uuid.uuid4().hex[:8]}") as client:
-        await client.subscribe(f"{args.prefix}/status/{msg_id}", qos=1)
-        await client.publish(f"{args.prefix}/outbound", orjson.dumps(req), qos=1)
-        print(f"published {msg_id} to {args.prefix}/outbound; following {args.prefix}/status/{msg_id}", flush=True)
-        try:
-            async with asyncio.timeout(args.timeout):
-                async for m in client.messages:
-                    payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
-                    event = orjson.loads(payload)
-                    print(orjson.dumps(event).decode(), flush=True)
-                    if event.get("state") in FINAL or (args.no_dlr and event.get("state") == "submitted"):
-                        return 0 if event["state"] in ("delivered", "submitted") else 1
-        except TimeoutError:
-            print(f"no final state within {args.timeout}s", file=sys.stderr)
-            return 1
-    return 1
+    p = target.prefix
+    tls_params = aiomqtt.TLSParameters(ca_certs=target.ca_file or None, certfile=target.cert_file or None,
+                                       keyfile=target.key_file or None) if tls else None
+    client = aiomqtt.Client(host, port, identifier=f"smppengine-send-{uuid.uuid4().hex[:8]}",
+                            username=target.username or None, password=target.password or None,
+                            tls_params=tls_params, timeout=10)
+    loop = asyncio.get_running_loop()
+    answered = False
+    try:
+        async with client:
+            await client.subscribe(f"{p}/status/{msg_id}", qos=1)
+            await client.publish(f"{p}/outbound", orjson.dumps(req), qos=1)
+            print(f"published {msg_id} to {shown(target.url)} {p}/outbound; following {p}/status/{msg_id}",
+                  flush=True)
+            started = loop.time()
+            try:
+                async with asyncio.timeout(min(args.engine_timeout, args.timeout)) as deadline:
+                    async for m in client.messages:
+                        if not answered:            # an engine took it: now up to --timeout for the final state
+                            answered = True
+                            deadline.reschedule(started + args.timeout)
+                        payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+                        event = orjson.loads(payload)
+                        print(orjson.dumps(event).decode(), flush=True)
+                        if event.get("state") in FINAL or (args.no_dlr and event.get("state") == "submitted"):
+                            return 0 if event["state"] in ("delivered", "submitted") else 1
+            except TimeoutError:
+                if answered:
+                    print(f"no final state within {args.timeout:g} s", file=sys.stderr)
+                    return 1
+    except aiomqtt.MqttError as exc:
+        print(f"error: cannot talk to the broker at {shown(target.url)}: {exc}", file=sys.stderr)
+        if target.origin == "default":
+            print(f"(no demo is running in this directory: no live ./{STATE_FILE}; run this from the demo's "
+                  "directory, or pass --url)", file=sys.stderr)
+        return 1
+    wait = min(args.engine_timeout, args.timeout)
+    lines = [f"no `queued` event from an engine on {shown(target.url)}/{p}/outbound in {wait:g} s — "
+             f"is the engine running on this broker with topic prefix {p}?"]
+    if target.origin == "default":
+        lines.append(f"(no demo is running in this directory: no live ./{STATE_FILE}; run this from the demo's "
+                     "directory, or pass --url and --prefix)")
+    if args.id:
+        lines.append(f"(or the id {msg_id!r} was used before: a request whose id the engine knows is "
+                     "acknowledged and ignored)")
+    print("\n".join(lines), file=sys.stderr)
+    return EXIT_NO_ENGINE
 
 
 # ---------------------------------------------------------------------- trace / stats
 async def _inspect(args: argparse.Namespace) -> int:
+    from .locate import is_url, require_postgres_store, resolve_store, shown
     from .store import open_store
 
-    path = args.store or (load_config(args.config).engine.store if args.config else "smppengine.db")
-    logs.configure("warning", "auto")   # stdout is this command's output: no info lines (e.g. store_migrated)
+    # never creates a store: a missing file is an error that names it
+    path = resolve_store(args.store, args.config, must_exist=True)
+    if is_url(path):
+        await require_postgres_store(path)
+    # stdout is this command's output: no info lines (e.g. store_migrated), warnings on stderr
+    logs.configure("warning", "auto", stream=sys.stderr)
     store = open_store(path, "sms")
     await store.open()
     try:
         if args.cmd == "trace":
             data = await store.trace(args.id)
             if data is None:
-                print(f"no message {args.id!r} in {path}", file=sys.stderr)
+                print(f"no message {args.id!r} in {shown(path)}", file=sys.stderr)
                 return 1
             print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() if args.json else _trace_table(data))
         else:
@@ -381,7 +528,7 @@ def _trace_table(d: dict[str, Any]) -> str:
     req = d["request"]
     lines = [
         f"message {d['id']}: {d['state']}{' (final)' if d['final'] else ''}",
-        f"  to {req.get('to')}  from {req.get('from') or '-'}  smsc {d['smsc'] or '-'}  parts {d['parts']}"
+        f"  to {req.get('to') or '-'}  from {req.get('from') or '-'}  smsc {d['smsc'] or '-'}  parts {d['parts']}"
         f"  attempts {d['attempt']}",
         f"  created {d['created_at']}  updated {d['updated_at']}  ttl {d['ttl_at']}",
     ]
@@ -389,7 +536,9 @@ def _trace_table(d: dict[str, Any]) -> str:
         lines.append(f"  error {d['error']['code']}: {d['error']['detail']}")
     lines.append("  parts:")
     for p in d["part_rows"]:
-        lines.append(f"    #{p['idx']}  smsc id {p['smsc_message_id'] or '-':<16} {p['state']:<11} "
+        # a part never submitted of a message that is final will never be: "not sent", not "pending"
+        state = "not sent" if d["final"] and p["state"] == "pending" else p["state"]
+        lines.append(f"    #{p['idx']}  smsc id {p['smsc_message_id'] or '-':<16} {state:<11} "
                      f"submitted {p['submitted_at'] or '-'}  receipt {p['stat'] or '-'} {p['receipt_at'] or ''}")
     lines.append("  events:")
     for e in d["events"]:

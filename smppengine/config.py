@@ -212,6 +212,41 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+# Keys whose value is a secret: an error names the key and the value's kind, never the value (nor does a log).
+_SECRET_NAMES = frozenset({"password", "passwd", "secret", "token", "api_key"})
+
+
+def _is_secret(name: str) -> bool:
+    return name in _SECRET_NAMES or name.endswith(("_password", "_secret", "_token"))
+
+
+def _kind(value: Any) -> str:
+    """What a value is, without the value (for secrets)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date/time"
+
+
+def _url_shown(url: str) -> str:
+    """A URL for an error message: the password in ``user:password@`` becomes ***."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostport}{slash}{tail}"
+
+
 def _one_of(choices: tuple[Any, ...]) -> str:
     shown = [_show(c) for c in choices]
     return ", ".join(shown[:-1]) + " or " + shown[-1] if len(shown) > 1 else shown[0]
@@ -252,10 +287,14 @@ class _Table:
             if name not in self.data:
                 self.fail(name, "required key missing")
 
+    def got(self, name: str, v: Any) -> str:
+        """The value as an error shows it: only its kind for a secret (``password``...), never the value."""
+        return _kind(v) if _is_secret(name) else _show(v)
+
     def get_str(self, name: str, default: str, *, nonempty: bool = False) -> str:
         v = self.data.get(name, default)
         if not isinstance(v, str):
-            self.fail(name, f"expected a string, got {_show(v)}")
+            self.fail(name, f"expected a string, got {self.got(name, v)}")
         if nonempty and not v:
             self.fail(name, "must not be empty")
         return v
@@ -263,7 +302,7 @@ class _Table:
     def get_bool(self, name: str, default: bool) -> bool:
         v = self.data.get(name, default)
         if not isinstance(v, bool):
-            self.fail(name, f"expected true or false, got {_show(v)}")
+            self.fail(name, f"expected true or false, got {self.got(name, v)}")
         return v
 
     def get_int(self, name: str, default: int, *, lo: int = 1, hi: int | None = None, what: str = "") -> int:
@@ -272,7 +311,7 @@ class _Table:
         if not ok:
             if not what:
                 what = "a positive integer" if lo == 1 and hi is None else f"an integer {lo}..{hi}"
-            self.fail(name, f"expected {what}, got {_show(v)}")
+            self.fail(name, f"expected {what}, got {self.got(name, v)}")
         return int(v)
 
     def get_number(self, name: str, default: float) -> float:
@@ -280,13 +319,13 @@ class _Table:
         v = self.data.get(name, default)
         ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
         if not ok:
-            self.fail(name, f"expected a positive number, got {_show(v)}")
+            self.fail(name, f"expected a positive number, got {self.got(name, v)}")
         return float(v)
 
     def get_choice(self, name: str, default: Any, choices: tuple[Any, ...]) -> Any:
         v = self.data.get(name, default)
         if isinstance(v, bool) or v not in choices:
-            self.fail(name, f"expected {_one_of(choices)}, got {_show(v)}")
+            self.fail(name, f"expected {_one_of(choices)}, got {self.got(name, v)}")
         return v
 
 
@@ -324,17 +363,17 @@ def _parse_mqtt(file: str, data: Any) -> MqttConfig:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        t.fail("url", f"invalid port in {_show(url)}")
+        t.fail("url", f"invalid port in {_show(_url_shown(url))}")
     if parts.scheme not in ("mqtt", "mqtts"):
-        t.fail("url", f"expected an mqtt:// or mqtts:// URL, got {_show(url)}")
+        t.fail("url", f"expected an mqtt:// or mqtts:// URL, got {_show(_url_shown(url))}")
     if parts.username is not None or parts.password is not None:
         t.fail("url", "put credentials in mqtt.username and mqtt.password, not in the url")
     if not parts.hostname:
-        t.fail("url", f"no host in {_show(url)}")
+        t.fail("url", f"no host in {_show(_url_shown(url))}")
     if port == 0:
-        t.fail("url", f"invalid port in {_show(url)}")
+        t.fail("url", f"invalid port in {_show(_url_shown(url))}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        t.fail("url", f"expected mqtt[s]://host[:port] with nothing after it, got {_show(url)}")
+        t.fail("url", f"expected mqtt[s]://host[:port] with nothing after it, got {_show(_url_shown(url))}")
 
     prefix = t.get_str("topic_prefix", d.topic_prefix, nonempty=True)
     if any(c in prefix for c in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):

@@ -1,7 +1,8 @@
 """`smppengine optout list | add | remove | import | export`: the opt-out list, for operators.
 
-Works on the store directly (``--store PATH`` or ``--config F``, like ``trace``), also while the
-engine runs: a running engine picks the change up within a few seconds (optout_runtime.py).
+Works on the store directly (``--store PATH`` or ``--config F``, like ``trace``; without them the demo
+running in this directory, see locate.py), also while the engine runs: a running engine picks the
+change up within a few seconds (optout_runtime.py).
 CSV format (export writes it, import reads it): ``number,scope,source,at`` with a header line;
 ``scope`` ``*`` is global; ``at`` is UTC ISO 8601. Import reads the first two columns (a missing
 or empty scope is global) and records every row with source ``import`` and the current time.
@@ -11,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import logging
 import sys
 import time
 from typing import Any, TextIO
 
 import orjson
-import structlog
 
+from . import logs
 from .compliance import GLOBAL, normalise_number, normalise_scope
-from .config import load_config
+from .locate import is_url, require_postgres_store, resolve_store
 from .model import iso
 from .store import Store, open_store
 from .store.optouts import OptOut
@@ -31,7 +31,8 @@ HEADER = ["number", "scope", "source", "at"]
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("optout", help="the opt-out (STOP) list: list, add, remove, import, export")
     p.add_argument("--config", help="config file (for engine.store)")
-    p.add_argument("--store", help="store path or URL (overrides the config)")
+    p.add_argument("--store", help="store path or URL (overrides the config; default: the demo running here, "
+                                   "else ./smppengine-demo.db or ./smppengine.db)")
     ops = p.add_subparsers(dest="optout_cmd", required=True)
     ls = ops.add_parser("list", help="every entry")
     ls.add_argument("--json", action="store_true")
@@ -89,9 +90,12 @@ def _write_export(entries: list[OptOut], output: str | None) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     # stdout carries the CSV / list: log lines (e.g. store_migrated) go to stderr, warnings and up only
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-                        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    path = args.store or (load_config(args.config).engine.store if args.config else "smppengine.db")
+    logs.configure("warning", "auto", stream=sys.stderr)
+    # list / export / remove never create a store (a missing file is an error naming it); add / import may
+    read_only = args.optout_cmd not in ("add", "import")
+    path = resolve_store(args.store, args.config, must_exist=read_only)
+    if read_only and is_url(path):
+        await require_postgres_store(path)
     store = open_store(path, "sms")
     await store.open()
     try:

@@ -394,7 +394,7 @@ def test_example_toml_shows_every_key() -> None:
 
 def test_demo_toml_equals_demo_config() -> None:
     from_file = load_config(DEMO)
-    built = demo_config(smsc_port=2775, mqtt_url="mqtt://127.0.0.1:1883", store="smppengine.db")
+    built = demo_config(smsc_port=2775, mqtt_url="mqtt://127.0.0.1:1883", store="smppengine-demo.db")
     assert dataclasses.replace(built, path=str(DEMO)) == from_file
     s = from_file.smsc[0]
     assert (s.name, s.host, s.port, s.system_id, s.password) == (

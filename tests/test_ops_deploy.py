@@ -31,7 +31,7 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
 
 def test_docker_files_are_consistent() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for key in ("FROM python:3.11-slim", "USER smppengine", "VOLUME /var/lib/smppengine",
+    for key in ("ARG BASE=python:3.11-slim", "FROM ${BASE}", "USER smppengine", "VOLUME /var/lib/smppengine",
                 "/etc/smppengine/config.toml", "HEALTHCHECK", "/healthz"):
         assert key in dockerfile, key
     compose = (DEPLOY / "docker-compose.yml").read_text()
