@@ -4,6 +4,14 @@ The session owns the wire: bind, the reader loop, responses matched by
 sequence number, enquire_link both ways, unbind, generic_nack for what it
 cannot decode. It knows nothing of messages; the SMSC client above it decides
 what to send and when.
+
+Unbind, either side (SMPP 3.4 lets responses cross an unbind on the wire): once
+an ``unbind`` is sent or received the session sends no new request, but keeps
+reading and hands every response that still arrives to its request (and every
+receipt to the handler). After the SMSC's ``unbind`` it reads until the SMSC
+closes or ``response_timeout_s`` passes; after its own, until the unbind_resp and
+every outstanding response came, the SMSC closes, or the unbind's time is up.
+Only requests whose response never came end in :class:`SessionClosed`.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ log = structlog.get_logger(__name__)
 
 BIND_COMMANDS = {"transceiver": "bind_transceiver", "transmitter": "bind_transmitter", "receiver": "bind_receiver"}
 MAX_CONSECUTIVE_TIMEOUTS = 3
+_SUBMIT_SM_ID = P.COMMAND_IDS["submit_sm"]
 
 
 class SessionClosed(Exception):
@@ -84,6 +93,12 @@ class Session:
         self._timeouts = 0
         self._last_rx = time.monotonic()
         self._log = log.bind(smsc=smsc.name, session=session_id)
+        # "" while usable; "smsc" / "engine" once that side sent unbind: no new request goes out, responses
+        # still arriving are used
+        self.unbinding = ""
+        self._idle: asyncio.Future[None] | None = None     # the engine's unbind waits for _pending to empty
+        self._unbind_timer: asyncio.TimerHandle | None = None
+        self._enquirer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -137,19 +152,74 @@ class Session:
             raise BindFailed(resp.status)
         self.bound = True
         self._log.info("session_bound", mode=self.mode, peer=resp.params.get("system_id"))
-        self._spawn(self._enquire_loop())
+        self._enquirer = self._spawn(self._enquire_loop())
         self._on_change()
 
     async def unbind(self, timeout: float = 5.0) -> None:
-        """Graceful close: unbind, wait for unbind_resp (bounded), close."""
+        """The engine's graceful close: send unbind, keep reading until the unbind_resp and every outstanding
+        response came (each is handed to its request), the SMSC closed, or ``timeout`` passed; then close."""
         if self.closed.is_set():
             return
-        self.bound = False
+        if self.unbinding:                  # the SMSC unbound first: its drain ends with its close (bounded)
+            try:
+                await asyncio.wait_for(self.closed.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._close_now(self._unbound_reason())
+            return
+        self._start_unbinding("engine")
         try:
-            await asyncio.wait_for(self.request("unbind", {}), timeout)
+            async with asyncio.timeout(timeout):
+                await self._request("unbind", {})
+                while self._pending and not self.closed.is_set():
+                    self._idle = asyncio.get_running_loop().create_future()
+                    await self._idle
         except (SessionClosed, ResponseTimeout, TimeoutError, OSError):
             pass
-        self._close_now("unbound")
+        finally:
+            self._idle = None
+        self._close_now(self._unbound_reason())
+
+    def _start_unbinding(self, by: str) -> None:
+        """No new request from now on (the client sees the session unbound); responses are still read."""
+        self.unbinding = by
+        self.bound = False
+        if self._enquirer is not None and self._enquirer is not asyncio.current_task():
+            self._enquirer.cancel()
+        self._log.info("session_unbinding", by=by, outstanding=len(self._pending))
+        self._on_change()
+
+    def _unbound_reason(self) -> str:
+        return "unbound by SMSC" if self.unbinding == "smsc" else "unbound by engine"
+
+    def _peer_unbind(self) -> None:
+        """The SMSC sent unbind (answered already): requests not yet written are not sent (their callers get
+        SessionClosed: never sent, safe to send again); the ones written keep waiting for their responses
+        until the SMSC closes, or response_timeout_s from now."""
+        if self.unbinding:                  # both sides unbind at once: the engine's unbind wait goes on
+            return
+        unsent = self._take_unsent_submits()
+        self._start_unbinding("smsc")
+        for fut in unsent:
+            if not fut.done():
+                fut.set_exception(SessionClosed("not sent: unbind from SMSC"))
+        self._unbind_timer = asyncio.get_running_loop().call_later(
+            self.smsc.response_timeout_s, self._close_now,
+            f"unbound by SMSC; it did not close within {self.smsc.response_timeout_s}s")
+
+    def _take_unsent_submits(self) -> list[asyncio.Future[P.Pdu]]:
+        """Remove the submit_sm still queued for the socket (not written yet) and their pending entries."""
+        futs = []
+        keep = []
+        for frame in self._wbuf:
+            if int.from_bytes(frame[4:8], "big") == _SUBMIT_SM_ID:
+                entry = self._pending.pop(int.from_bytes(frame[12:16], "big"), None)
+                if entry is not None:
+                    futs.append(entry[0])
+                    continue
+            keep.append(frame)
+        self._wbuf[:] = keep
+        return futs
 
     def _close_now(self, reason: str) -> None:
         if self.closed.is_set():
@@ -167,6 +237,10 @@ class Session:
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
+        if self._unbind_timer is not None:
+            self._unbind_timer.cancel()
+            self._unbind_timer = None
+        self._wake_idle()
         current = asyncio.current_task()
         for t in self._tasks:
             if t is not current:
@@ -177,14 +251,21 @@ class Session:
     async def close(self, reason: str = "closed") -> None:
         self._close_now(reason)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # ------------------------------------------------------------------ requests
     async def request(self, command: str, params: dict[str, Any]) -> P.Pdu:
-        """Send a request PDU and await its response (or generic_nack)."""
+        """Send a request PDU and await its response (or generic_nack). Refused (SessionClosed, nothing
+        sent) once an unbind was sent or received."""
+        if self.unbinding:
+            raise SessionClosed(f"unbinding ({self.unbinding}): {command} not sent")
+        return await self._request(command, params)
+
+    async def _request(self, command: str, params: dict[str, Any]) -> P.Pdu:
         seq = self._next_seq()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[P.Pdu] = loop.create_future()
@@ -209,6 +290,8 @@ class Session:
             expired.append(seq)
         for seq in expired:
             self._timeout(seq)
+        if self._idle is not None and not self._pending:
+            self._wake_idle()
         if self._pending and not self.closed.is_set():
             _, deadline = next(iter(self._pending.values()))
             self._sweep = loop.call_at(deadline, self._sweep_timeouts)
@@ -250,7 +333,7 @@ class Session:
                 try:
                     frames.eof()
                 except EOFError:
-                    self._close_now("connection closed by SMSC")
+                    self._close_now(self._unbound_reason() if self.unbinding else "connection closed by SMSC")
                 except P.FrameError as exc:
                     self._close_now(f"unreadable stream: {exc}")
                 return
@@ -287,6 +370,8 @@ class Session:
             fut = entry[0]
             if not fut.done():
                 fut.set_result(pdu)
+            if self._idle is not None and not self._pending:
+                self._wake_idle()
             return
         cmd = pdu.command
         if cmd == "deliver_sm" and self._on_deliver is not None and self.mode != "transmitter":
@@ -306,8 +391,7 @@ class Session:
             self._reply(P.response_for(pdu))
         elif cmd == "unbind":
             self._reply(P.response_for(pdu))
-            self._close_now("unbind from SMSC")
-            raise SessionClosed("unbind from SMSC")
+            self._peer_unbind()
         else:
             self._log.warning("request_unsupported", command=cmd, seq=pdu.seq)
             self._reply(P.generic_nack(pdu.seq, P.ESME_RINVCMDID))
@@ -330,14 +414,20 @@ class Session:
         self._reply(P.response_for(pdu, status))
         await self._drain()
 
+    def _wake_idle(self) -> None:
+        idle, self._idle = self._idle, None
+        if idle is not None and not idle.done():
+            idle.set_result(None)
+
     async def _enquire_loop(self) -> None:
         interval = self.smsc.enquire_link_s
-        while not self.closed.is_set():
+        while self.bound:
             await asyncio.sleep(max(0.05, interval - (time.monotonic() - self._last_rx)))
             if time.monotonic() - self._last_rx < interval:
                 continue
             try:
                 await self.request("enquire_link", {})
             except (ResponseTimeout, SessionClosed):
-                self._close_now("enquire_link unanswered")
+                if not self.unbinding:
+                    self._close_now("enquire_link unanswered")
                 return
