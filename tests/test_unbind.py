@@ -232,3 +232,71 @@ async def test_sighup_rebind_with_48_submits_outstanding_sends_none_twice(
         assert sim.unbinds_received == 1 and sim.binds == 2 and sim.submits_after_unbind == 0
     finally:
         await engine.terminate()
+
+
+# ---------------------------------------------------------------------- the simulator's knob itself
+
+async def test_simulator_hold_responses_unbinds_releases_then_closes(sim: Simulator) -> None:
+    """What the knob promises, seen by a bare SMPP client: resps held until the unbind at N, sent
+    release_after later (with their receipts), a submit after the unbind refused and counted, then a FIN."""
+    from .test_simulator import Client
+
+    sim.hold_responses(unbind_at=3, release_after=0.15, close_after=0.6)
+    c = await Client.connect(sim.port)
+    try:
+        await c.bind()
+        seqs = [await c.submit(text=f"h{i}".encode()) for i in range(3)]
+        unbind = await c.recv()
+        assert unbind.command == "unbind" and sim.held_responses() == 3 and sim.unbinds_sent == 1
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await c.send("unbind_resp", seq=unbind.seq)
+        late = await c.submit(text=b"late")
+        got = [await c.recv() for _ in range(1 + 3 + 3)]     # RINVBNDSTS for the late one, 3 resps, 3 receipts
+        assert loop.time() - t0 >= 0.1
+        by_cmd = Counter(p.command for p in got)
+        assert by_cmd == {"submit_sm_resp": 4, "deliver_sm": 3}, got
+        resps = {p.seq: p.status for p in got if p.command == "submit_sm_resp"}
+        assert resps[late] == 0x04 and all(resps[s] == 0 for s in seqs)
+        for p in got:
+            if p.command == "deliver_sm":
+                await c.send("deliver_sm_resp", seq=p.seq)
+        with pytest.raises(EOFError):
+            await c.recv(wait=5)                              # closed close_after the unbind
+        assert loop.time() - t0 >= 0.5
+        assert sim.submits_after_unbind == 1 and sim.knobs()["hold_responses"] is None   # used up
+    finally:
+        await c.close()
+
+
+async def test_simulator_hold_responses_esme_unbind_and_control_api(sim: Simulator) -> None:
+    """unbind_at 0: the ESME's unbind is answered after the held resps; set and cleared over HTTP."""
+    from smppengine.sim_control import start_control
+
+    from .test_simulator import Client, _http
+
+    server = await start_control(sim, "127.0.0.1", 0)
+    cport = server.sockets[0].getsockname()[1]
+    c = await Client.connect(sim.port)
+    try:
+        status, body = await _http(cport, "POST", "/knobs", {"hold_responses": {"unbind_at": -1}})
+        assert status == 400 and sim.knobs()["hold_responses"] is None
+        status, body = await _http(cport, "POST", "/knobs", {"hold_responses": {"release_after": 0.1}})
+        assert status == 200 and body["hold_responses"] == {
+            "unbind_at": 0, "release_after": 0.1, "close_after": 0.6, "unbind_resp_first": False}
+        await c.bind()
+        seqs = [await c.submit(text=f"x{i}".encode(), rd=0) for i in range(2)]
+        await sim.wait_for(lambda: sim.held_responses() == 2, 5)
+        useq = await c.send("unbind")
+        got = [await c.recv() for _ in range(3)]
+        assert [(p.command, p.seq) for p in got] == [
+            ("submit_sm_resp", seqs[0]), ("submit_sm_resp", seqs[1]), ("unbind_resp", useq)]
+        with pytest.raises(EOFError):
+            await c.recv(wait=5)
+        status, body = await _http(cport, "POST", "/knobs", {"hold_responses": None})
+        assert status == 200 and body["hold_responses"] is None
+        assert (await _http(cport, "GET", "/stats"))[1]["unbinds_sent"] == 0
+    finally:
+        await c.close()
+        server.close()
+        await server.wait_closed()
