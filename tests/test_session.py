@@ -96,7 +96,7 @@ async def test_responses_several_to_a_read_or_cut_across_reads(chunk: int) -> No
     async with MuteSmsc(chunk) as smsc, session_to(smsc, 5) as s:
         resps = await asyncio.gather(*(s.request("submit_sm", submit(b"answer")) for _ in range(100)))
         assert [r.params["message_id"] for r in resps] == [f"id{r.seq}" for r in resps]
-        assert len({r.seq for r in resps}) == 100 and not s._pending
+        assert len({r.seq for r in resps}) == 100 and s.outstanding == 0
 
 
 async def test_receipt_keys_of_answered_submits_are_kept_within_bounds_and_forget_the_oldest(

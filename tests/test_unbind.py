@@ -66,6 +66,30 @@ async def test_smsc_unbind_with_48_submits_outstanding_sends_none_twice(
     assert sim.binds == 2 and client.reconnects == 1                         # the rest went on the next bind
 
 
+async def test_after_an_smsc_unbind_only_submits_never_answered_go_again(
+        tmp_path: Path, broker: Mosquitto, sim: Simulator) -> None:
+    """Two submits the SMSC never answers, ten answered only after its unbind: the ten are used, the two
+    are "not attempted" and go again on the next bind (the one case SMPP cannot tell apart)."""
+    cfg = make_config(str(tmp_path / "e.db"), broker.url, [smsc("a", sim.port, window=12, response_timeout_s=5)])
+    ids = [f"n{i:02d}" for i in range(12)]
+    texts = [f"never answered {i}" for i in ids]
+    sim.drop_responses(2)
+    sim.hold_responses(unbind_at=10, release_after=0.15, close_after=0.6)
+    async with Watcher(broker.url) as w, running_engine(cfg) as engine:
+        await wait_bound(engine)
+        for i, t in zip(ids, texts, strict=True):
+            await w.publish({"id": i, "to": "+447700900123", "text": t})
+        await w.wait_final(ids, timeout=40)
+    _all_delivered(w, ids)
+    statuses: dict[str, list[int]] = {}
+    for r in sim.submits:
+        statuses.setdefault(r.short_message.decode(), []).append(r.status)
+    again = {t: st for t, st in statuses.items() if len(st) > 1}
+    assert sorted(again.values()) == [[-1, 0], [-1, 0]], statuses
+    assert all(st == [0] for t, st in statuses.items() if t not in again) and len(statuses) == 12
+    assert Counter(r.short_message.decode() for r in sim.ok_submits()) == Counter(texts)
+
+
 async def test_smsc_unbind_session_level_reasons_and_nothing_new_sent(sim: Simulator) -> None:
     """One session: after the SMSC's unbind the session is not bound, refuses new requests (nothing is sent),
     hands the resps that follow to their requests, and closes when the SMSC closes, logged as its unbind."""
@@ -87,6 +111,23 @@ async def test_smsc_unbind_session_level_reasons_and_nothing_new_sent(sim: Simul
         await s.closed.wait()
     assert s.close_reason == "unbound by SMSC"
     assert sim.submit_count == 40 and sim.submits_after_unbind == 0
+
+
+async def test_smsc_that_unbinds_and_never_closes_is_closed_after_response_timeout(sim: Simulator) -> None:
+    """The drain after the SMSC's unbind is bounded: an SMSC that keeps the connection open is closed
+    response_timeout_s after its unbind (the resps it sent meanwhile were used)."""
+    sim.hold_responses(unbind_at=3, release_after=0.05, close_after=60)
+    s = Session(_cfg(sim, response_timeout_s=0.5), "a/0", "transceiver", None)
+    await s.open()
+    async with asyncio.timeout(10):
+        reqs = _submits(s, 3, "n")
+        resps = await asyncio.gather(*reqs)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await s.closed.wait()
+    assert all(r.status == 0 for r in resps)
+    assert s.close_reason == "unbound by SMSC; it did not close within 0.5s"
+    assert 0.2 < loop.time() - t0 < 2.0
 
 
 # ---------------------------------------------------------------------- the engine's unbind
