@@ -335,7 +335,7 @@ class Session:
             self._reply(P.response_for(pdu, P.ESME_RSYSERR))
             return
         if isinstance(res, int):
-            self._proto.respond(P.response_for(pdu, res))     # written with this read's other output
+            self._reply(P.response_for(pdu, res))             # written with this read's other output
         elif isinstance(res, asyncio.Future):
             res.add_done_callback(functools.partial(self._delivered, pdu))
         else:
