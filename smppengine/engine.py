@@ -131,6 +131,7 @@ class Engine:
             c.halt()
         await self.dispatcher.drain(grace)
         await asyncio.gather(*(c.stop() for c in self.clients.values()))
+        await self.dispatcher.drain(min(grace, 5.0))   # resps that came after the unbind are stored too
         if self.link.connected.is_set():      # (not when stopped while the start waited for the broker)
             await self.publisher.flush(min(grace, 5.0))
         await self.link.stop()

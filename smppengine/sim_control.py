@@ -59,7 +59,7 @@ def apply_knobs(sim: Simulator, body: dict[str, Any]) -> None:
     known = {
         "tps_limit", "response_delay", "refuse_binds", "refuse_binds_status", "receipt_stat", "receipt_delay",
         "receipt_id_format", "receipt_tlvs", "fail_next", "fail_next_status", "fail_destination",
-        "drop_responses", "receipt_before_resp", "enquire_link_s",
+        "drop_responses", "receipt_before_resp", "enquire_link_s", "hold_responses",
     }
     unknown = sorted(set(body) - known)
     if unknown:
@@ -108,8 +108,30 @@ def apply_knobs(sim: Simulator, body: dict[str, Any]) -> None:
     if "enquire_link_s" in body:
         el = _num_or_none(body, "enquire_link_s")
         actions.append(lambda: setattr(sim, "enquire_link_s", el or 0.0))
+    if "hold_responses" in body:
+        actions.append(_hold_action(sim, body["hold_responses"]))
     for act in actions:
         act()
+
+
+def _hold_action(sim: Simulator, spec: Any) -> Any:
+    """``"hold_responses": {"unbind_at": 48, "release_after": 0.15, "close_after": 0.6}`` or ``null``."""
+    if spec is None:
+        return sim.clear_hold
+    if not isinstance(spec, dict) or set(spec) - {"unbind_at", "release_after", "close_after", "unbind_resp_first"}:
+        raise _HttpError(400, 'hold_responses: expected {"unbind_at": int, "release_after": s, "close_after": s, '
+                              '"unbind_resp_first": bool} or null')
+    first = spec.get("unbind_resp_first", False)
+    if not isinstance(first, bool):
+        raise _HttpError(400, "hold_responses.unbind_resp_first: expected true or false")
+    unbind_at = _int(spec.get("unbind_at", 0), "hold_responses.unbind_at")
+    times = []
+    for key, default in (("release_after", 0.15), ("close_after", 0.6)):
+        v = spec.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise _HttpError(400, f"hold_responses.{key}: expected a non-negative number")
+        times.append(float(v))
+    return lambda: sim.hold_responses(unbind_at, times[0], times[1], first)
 
 
 async def _route(sim: Simulator, method: str, target: str, body: bytes) -> tuple[int, Any]:

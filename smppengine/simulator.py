@@ -152,6 +152,14 @@ class _Receipt:
 
 
 @dataclass(slots=True)
+class _HoldPlan:
+    unbind_at: int  # send unbind once this many resps are held on a session; 0 = wait for the ESME's unbind
+    release_after: float  # seconds from the unbind to sending the held resps
+    close_after: float  # seconds from the unbind to closing the connection
+    unbind_resp_first: bool  # ESME unbind: answer it at once, the held resps follow (else resps, then it)
+
+
+@dataclass(slots=True)
 class _Mo:
     pdu: Pdu
     future: asyncio.Future[int]
@@ -160,7 +168,7 @@ class _Mo:
 class _Session:
     __slots__ = (
         "id", "writer", "transport", "peer", "system_id", "can_tx", "can_rx", "seq",
-        "outstanding", "closed", "unbind_waiter", "out", "loop",
+        "outstanding", "closed", "unbind_waiter", "out", "loop", "held", "unbinding",
     )
 
     def __init__(self, sid: int, writer: asyncio.StreamWriter) -> None:
@@ -177,6 +185,8 @@ class _Session:
         self.unbind_waiter: asyncio.Future[None] | None = None
         self.out: list[bytes] = []  # written at the end of this loop iteration, in one transport.write
         self.loop = asyncio.get_running_loop()
+        self.held: list[tuple[bytes, _Receipt | None]] = []  # submit_sm_resps held by hold_responses()
+        self.unbinding = False  # an unbind was sent or received under hold_responses(): closing soon
 
     @property
     def bound(self) -> bool:
@@ -341,6 +351,7 @@ class Simulator:
         self._drop_n = 0
         self._refuse_binds: int | None = None
         self._receipt_first_n = 0
+        self._hold: _HoldPlan | None = None
 
         # observations
         self.submits: list[SubmitRecord] = []
@@ -360,6 +371,8 @@ class Simulator:
         self.enquire_link_resps_received = 0
         self.mo_sent = 0
         self.connections = 0
+        self.unbinds_sent = 0  # by hold_responses (unbind_all is not counted)
+        self.submits_after_unbind = 0  # submit_sm received on a session after an unbind (sent or received)
 
         # state
         if first_message_id is None:
@@ -461,6 +474,9 @@ class Simulator:
             "enquire_links_sent": self.enquire_links_sent,
             "enquire_link_resps_received": self.enquire_link_resps_received,
             "mo_sent": self.mo_sent,
+            "held_responses": self.held_responses(),
+            "unbinds_sent": self.unbinds_sent,
+            "submits_after_unbind": self.submits_after_unbind,
         }
 
     def knobs(self) -> dict[str, Any]:
@@ -480,6 +496,12 @@ class Simulator:
             "drop_responses": self._drop_n,
             "receipt_before_resp": self._receipt_first_n,
             "enquire_link_s": self.enquire_link_s,
+            "hold_responses": (
+                None if self._hold is None else {
+                    "unbind_at": self._hold.unbind_at, "release_after": self._hold.release_after,
+                    "close_after": self._hold.close_after, "unbind_resp_first": self._hold.unbind_resp_first,
+                }
+            ),
         }
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:  # noqa: ASYNC109
@@ -541,6 +563,63 @@ class Simulator:
 
     def receipt_before_resp(self, n: int) -> None:
         self._receipt_first_n = n
+
+    def hold_responses(
+        self, unbind_at: int = 0, release_after: float = 0.15, close_after: float = 0.6, unbind_resp_first: bool = False
+    ) -> None:
+        """Responses crossing an unbind: from now on every submit_sm_resp is held (not sent). Once
+        ``unbind_at`` (> 0) resps are held on one session, the simulator sends ``unbind`` on it; with
+        ``unbind_at`` 0 it waits for the ESME's unbind instead. ``release_after`` seconds after the unbind it
+        sends that session's held resps (and then their receipts); after an ESME unbind it answers with
+        unbind_resp after the resps, or at once with ``unbind_resp_first``. ``close_after`` seconds after the
+        unbind it closes the connection. Submits that arrive after the unbind get ESME_RINVBNDSTS (counted in
+        ``submits_after_unbind``). Used up by the first unbind: resps held on other sessions go out at once,
+        later submits are answered as usual."""
+        if unbind_at < 0 or release_after < 0 or close_after < 0:
+            raise ValueError("hold_responses: unbind_at, release_after and close_after must be >= 0")
+        self._hold = _HoldPlan(unbind_at, release_after, close_after, unbind_resp_first)
+
+    def clear_hold(self) -> None:
+        """Stop holding: every held resp goes out now."""
+        self._hold = None
+        for sess in list(self._sessions.values()):
+            self._release_held(sess, None)
+
+    def held_responses(self) -> int:
+        return sum(len(sess.held) for sess in self._sessions.values())
+
+    def _unbind_under_hold(self, sess: _Session, esme_unbind_seq: int | None) -> None:
+        """An unbind (ours, or the ESME's with its seq) while holding: release, answer, close on schedule."""
+        plan = self._hold
+        assert plan is not None
+        self._hold = None
+        sess.unbinding = True
+        sess.can_tx = False
+        by = "smsc" if esme_unbind_seq is None else "esme"
+        if esme_unbind_seq is None:
+            sess.write(_header_only(_CMD_UNBIND, sess.next_seq()))
+            self.unbinds_sent += 1
+        elif plan.unbind_resp_first:
+            sess.write(_header_only(_CMD_UNBIND_RESP, esme_unbind_seq))
+            esme_unbind_seq = None
+        self._log.info("sim_unbind_holding", session=sess.id, held=len(sess.held), by=by)
+        loop = asyncio.get_running_loop()
+        loop.call_later(plan.release_after, self._release_held, sess, esme_unbind_seq)
+        loop.call_later(plan.close_after, self._close, sess)
+        for other in list(self._sessions.values()):
+            if other is not sess:
+                self._release_held(other, None)
+        self._changed()
+
+    def _release_held(self, sess: _Session, unbind_seq: int | None) -> None:
+        held, sess.held = sess.held, []
+        if sess.closed:
+            return
+        for resp, receipt in held:
+            self._write_resp(sess, resp, receipt)
+        if unbind_seq is not None:
+            sess.write(_header_only(_CMD_UNBIND_RESP, unbind_seq))
+        self._changed()
 
     def set_receipt(
         self,
@@ -732,6 +811,9 @@ class Simulator:
             return
         if command_id == _CMD_UNBIND:
             self.unbinds_received += 1
+            if self._hold is not None and sess.bound:
+                self._unbind_under_hold(sess, seq)
+                return
             sess.write(_header_only(_CMD_UNBIND_RESP, seq))
             self._log.info("sim_unbind", session=sess.id, system_id=sess.system_id)
             self._close(sess)  # transport.close() flushes the unbind_resp first
@@ -756,6 +838,8 @@ class Simulator:
             return
         cmd = pdu.command
         if cmd == "submit_sm":
+            if sess.unbinding:
+                self.submits_after_unbind += 1
             self._on_submit(sess, pdu)
         elif cmd in _BIND_COMMANDS:
             self._on_bind(sess, pdu)
@@ -910,6 +994,16 @@ class Simulator:
     def _send_resp(self, sess: _Session, resp: bytes, receipt: _Receipt | None) -> None:
         if sess.closed:
             return  # a delayed response for a connection that is gone: like a real SMSC, nothing
+        plan = self._hold
+        if plan is not None and not sess.unbinding:
+            sess.held.append((resp, receipt))
+            if plan.unbind_at and len(sess.held) >= plan.unbind_at:
+                self._unbind_under_hold(sess, None)
+            self._changed()
+            return
+        self._write_resp(sess, resp, receipt)
+
+    def _write_resp(self, sess: _Session, resp: bytes, receipt: _Receipt | None) -> None:
         sess.write(resp)
         if receipt is not None:
             if self.receipt_delay > 0:

@@ -96,7 +96,7 @@ async def test_responses_several_to_a_read_or_cut_across_reads(chunk: int) -> No
     async with MuteSmsc(chunk) as smsc, session_to(smsc, 5) as s:
         resps = await asyncio.gather(*(s.request("submit_sm", submit(b"answer")) for _ in range(100)))
         assert [r.params["message_id"] for r in resps] == [f"id{r.seq}" for r in resps]
-        assert len({r.seq for r in resps}) == 100 and not s._pending
+        assert len({r.seq for r in resps}) == 100 and s.outstanding == 0
 
 
 async def test_receipt_keys_of_answered_submits_are_kept_within_bounds_and_forget_the_oldest(
@@ -120,3 +120,20 @@ async def test_receipt_keys_of_answered_submits_are_kept_within_bounds_and_forge
     assert max(sizes) <= 330 and min(sizes[300:]) >= 300
     assert c.resp_known("zz1000") and c.resp_known("ZZ0701")       # the newest 300: known, any case
     assert not c.resp_known("zz0001") and not c.resp_known("zz0600")  # the oldest: forgotten
+
+
+def test_micro_session_bench_prints_one_json_line() -> None:
+    """bench/micro_session.py (one Session against a stub SMSC) runs and reports its figures."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "bench/micro_session.py", "--n", "500", "--window", "20"], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stdout[-2000:]
+    doc = json.loads(lines[0])
+    assert doc["n"] == 500 and doc["msg_s"] > 0 and doc["cpu_us_per_msg"] > 0 and doc["machine"]["yardstick_ms"] > 0
