@@ -32,12 +32,18 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
 
 
 class Mosquitto:
-    """A private mosquitto on 127.0.0.1 with persistence in its own directory."""
+    """A private mosquitto on 127.0.0.1 with persistence in its own directory.
 
-    def __init__(self, port: int = 0, workdir: str | None = None, persistence: bool = True) -> None:
+    Its queue and in-flight limits are raised, unless ``stock_limits``: then mosquitto's own defaults apply
+    (``max_inflight_messages 20``, ``max_queued_messages 1000``), as in a broker installed from a
+    distribution and left as it came."""
+
+    def __init__(self, port: int = 0, workdir: str | None = None, persistence: bool = True,
+                 stock_limits: bool = False) -> None:
         self.port = port or free_port()
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="smppengine-mqtt-"))
         self.persistence = persistence
+        self.stock_limits = stock_limits
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -54,8 +60,7 @@ class Mosquitto:
             "allow_anonymous true",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.dir}/",
-            "max_queued_messages 1000000",
-            "max_inflight_messages 1000",
+            *([] if self.stock_limits else ["max_queued_messages 1000000", "max_inflight_messages 1000"]),
             "log_type error",
             "log_type warning",
             f"log_dest file {self.dir}/mosquitto.log",
