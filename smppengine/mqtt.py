@@ -40,6 +40,9 @@ _paho_log.setLevel(logging.ERROR)
 # Mosquitto's count of QoS 1/2 messages it dropped because a client's in-flight window and queue were full
 # (all clients, since the broker started; refreshed every sys_interval, 10 s by default)
 SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
+# Status events the publisher may hand the hot path unacknowledged: it writes as many as the broker's
+# Receive Maximum allows and the rest as PUBACKs free the window (the publisher's 8 batches of 500)
+PIPELINE = 4000
 
 
 @dataclass(slots=True)
@@ -72,7 +75,10 @@ class MqttLink:
         self.request_topic = f"$share/{share}/{self.prefix}/outbound" if share else f"{self.prefix}/outbound"
         self._stopping = False
         self.reconnects = 0
-        self.receive_maximum = 1000      # the broker's MQTT 5 Receive Maximum, read from its CONNACK
+        # publishes the publisher may have unacknowledged in the link's hands: the broker's MQTT 5 Receive
+        # Maximum (read from its CONNACK), or with the hot path at least PIPELINE (it keeps to the broker's)
+        self.receive_maximum = 1000
+        self.broker_receive_maximum: int | None = None
         self.broker_dropped: int | None = None    # the broker's SYS_DROPPED, when it publishes it
         self._fast: FastQos1 | None = None        # the hot path's publishes and PUBACKs on self.client
 
@@ -126,7 +132,12 @@ class MqttLink:
         aiomqtt_on_connect = paho.on_connect
 
         def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
-            self.receive_maximum = int(getattr(properties, "ReceiveMaximum", 0) or 1000)
+            broker = int(getattr(properties, "ReceiveMaximum", 0) or 0)     # 0: not said (MQTT 3.1.1)
+            self.broker_receive_maximum = broker or None
+            self.receive_maximum = broker or 1000
+            if fast is not None:
+                fast.window = broker
+                self.receive_maximum = max(self.receive_maximum, PIPELINE)
             aiomqtt_on_connect(c, userdata, flags, reason, properties)
 
         paho.on_connect = on_connect
@@ -179,7 +190,7 @@ class MqttLink:
                     self.connected.set()
                     log.info("mqtt_connected", url=self.cfg.url, topic=self.request_topic,
                              receive_maximum=self.cfg.receive_maximum if self.cfg.protocol == 5 else None,
-                             broker_receive_maximum=self.receive_maximum)
+                             broker_receive_maximum=self.broker_receive_maximum)
                     async for message in client.messages:
                         payload = message.payload if isinstance(message.payload, bytes) else \
                             str(message.payload or "").encode()
@@ -265,6 +276,8 @@ class MqttLink:
             gone.cancel()
         if ack.done not in finished:
             ack.forget()
+            if self._fast is not None:
+                self._fast.forget(ack)
             raise aiomqtt.MqttError("publish not acknowledged (disconnected or timed out)")
 
     async def stop(self) -> None:
