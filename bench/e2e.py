@@ -10,6 +10,8 @@ Throughput mode (default): publish --n requests QoS 1 as fast as the broker take
   engine_cpu_s_per_1k engine utime+stime (/proc/<pid>/stat, all threads) per 1,000 messages
   peak_rss_mb         engine VmHWM
   lost, duplicates    ids with no final event / with more than one
+  publish_msg_s       n / (the publisher's last PUBACK from the broker - first publish)
+  queued_msg_s        n / (last `queued` event received - first publish): the engine's intake, committed
   sink_ceiling_msg_s  what the simulator takes (submit_sm + receipt) from a minimal pre-encoded SMPP client
 Latency mode (--rate R): publish at R msg/s and also report, over all messages,
   p50_ms p99_ms max_ms              publish → submit_sm received by the simulator (its GET /submits record
@@ -285,6 +287,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "lost": tracker.lost,
             "duplicates": tracker.duplicates,
             "publish_msg_s": round(n / (t_published - t0)),
+            "queued_msg_s": round(n / (tracker.last_queued - t0)) if tracker.states["queued"] == n else 0,
             "states": dict(tracker.states),
             "binds": args.binds, "window": args.window, "pinned": args.pin,
             "broker": "stock limits" if args.stock_broker else "raised limits",

@@ -462,6 +462,7 @@ class StatusTracker:
         self.submitted_at: list[str] | None = [""] * n if keep_submit_at else None
         self.last_submitted = 0.0
         self.last_final = 0.0
+        self.last_queued = 0.0        # recv time of the last `queued` event (the engine took the request)
         self.foreign = 0
         self.events = 0
         self.done = asyncio.Event()
@@ -487,7 +488,9 @@ class StatusTracker:
         doc = orjson.loads(payload)
         state = doc["state"]
         self.states[state] += 1
-        if state == "submitted":
+        if state == "queued":
+            self.last_queued = t
+        elif state == "submitted":
             if not self.t_submitted[i]:
                 self.t_submitted[i] = t
                 if self.submitted_at is not None:
