@@ -174,3 +174,21 @@ async def test_connect_announces_the_configured_receive_maximum() -> None:
     link4 = MqttLink(MqttConfig(protocol=4), "x", lambda m: None)
     client4, _ = link4._make_client()
     assert client4._properties is None                 # MQTT 3.1.1: no properties at all
+
+
+def test_bench_e2e_behind_a_stock_broker_with_the_c_publisher_loses_nothing() -> None:
+    """bench/e2e.py --stock-broker --c-publisher (the figures in docs/performance.md) runs and loses nothing
+    with a burst over the stock queue limit."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "bench/e2e.py", "--n", "1500", "--ceiling-n", "0", "--stock-broker",
+                           "--c-publisher", "--timeout", "100"],
+                          cwd=root, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (doc["broker"], doc["publisher"]) == ("stock limits", "mosquitto_pub")
+    assert doc["lost"] == 0 and doc["duplicates"] == 0 and doc["states"]["queued"] == 1500
+    assert doc["full_life_msg_s"] > 0 and doc["queued_msg_s"] > 0
