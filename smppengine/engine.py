@@ -35,9 +35,9 @@ log = structlog.get_logger(__name__)
 # Messages the dispatcher holds in memory (queued, in flight, waiting for a retry); beyond that a backlog
 # stays in the store and is paged back in arrival order (bounds memory: about 2 KB each).
 BACKLOG_HIGH_WATER = 20_000
-# Requests parsed and committed per accept. Those received beyond it wait as they came (payload and packet
-# id, ~0.2 KB each, where a parsed request is ~1.6 KB): with a Receive Maximum of 65,535 the broker may
-# send that many at once, e.g. a backlog at connect.
+# Requests parsed and committed per accept. Those received beyond it wait as they came (~0.3 KB each with
+# a small payload; parsing adds ~0.45 KB, more with long text or meta): with a Receive Maximum of 65,535
+# the broker may send that many at once, e.g. a backlog at connect.
 INTAKE_BATCH = 5_000
 
 
