@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import orjson
@@ -134,10 +135,19 @@ async def test_a_burst_over_the_broker_queue_limit_reaches_a_final_state_in_full
     ids = [f"{tag}-{i}" for i in range(BURST)]
     async with Finals(stock_broker) as finals, running_engine(cfg) as engine:
         await wait_bound(engine)
+        sizes: list[int] = []
+        accept = engine.store.accept
+
+        async def counted(requests: list[Any], rejections: list[Any], ttl: int) -> Any:
+            sizes.append(len(requests) + len(rejections))
+            return await accept(requests, rejections, ttl)
+
+        engine.store.accept = counted                    # type: ignore[method-assign]
         await burst(stock_broker, tag, BURST)           # every one PUBACKed by the broker: "accepted"
         await finals.wait_all(ids, timeout=180)
         assert engine.counters["requests"] == BURST
         assert engine.link.broker_dropped in (None, 0)
+    assert sum(sizes) == BURST and max(sizes) <= 300
     assert [i for i in ids if finals.finals[i] != 1] == []         # one final each, none twice
     assert len(sim.submits) == BURST
 
