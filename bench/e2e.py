@@ -10,6 +10,8 @@ Throughput mode (default): publish --n requests QoS 1 as fast as the broker take
   engine_cpu_s_per_1k engine utime+stime (/proc/<pid>/stat, all threads) per 1,000 messages
   peak_rss_mb         engine VmHWM
   lost, duplicates    ids with no final event / with more than one
+  publish_msg_s       n / (the publisher's last PUBACK from the broker - first publish)
+  queued_msg_s        n / (last `queued` event received - first publish): the engine's intake, committed
   sink_ceiling_msg_s  what the simulator takes (submit_sm + receipt) from a minimal pre-encoded SMPP client
 Latency mode (--rate R): publish at R msg/s and also report, over all messages,
   p50_ms p99_ms max_ms              publish → submit_sm received by the simulator (its GET /submits record
@@ -21,7 +23,7 @@ kept on the other CPUs (`others_on`), so the engine has its core to itself. --re
 times and reports the median run (by full_life_msg_s) with every run's figure.
 
 Usage: python bench/e2e.py [--n 50000] [--rate R] [--pin 0] [--repeat K] [--binds 2] [--window 200]
-                           [--profile PREFIX] [--store postgresql://...]
+                           [--profile PREFIX] [--store postgresql://...] [--stock-broker] [--c-publisher]
 """
 
 from __future__ import annotations
@@ -89,6 +91,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--store", default=None,
                     help="a PostgreSQL store URL (postgresql://...) instead of the SQLite file in the work "
                          "directory; each run gets a schema of its own, dropped afterwards")
+    ap.add_argument("--stock-broker", action="store_true",
+                    help="Mosquitto with its default limits (max_inflight_messages 20, max_queued_messages 1000), "
+                         "as a distribution installs it, instead of raised limits")
+    ap.add_argument("--c-publisher", action="store_true",
+                    help="publish the burst with mosquitto_pub -l -q 1 (C, ~15,000 msg/s) instead of this "
+                         "process's raw MQTT client")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run K times (fresh broker, simulator, engine and store each) and report the run with the "
                          "median full_life_msg_s, plus every run's figure: single runs on a shared machine vary "
@@ -111,6 +119,18 @@ async def publish_burst(pub: RawMqtt, tag: str, n: int, max_unacked: int, times:
         pub.transport.write(bytes(out))
         times[start] = t
         await asyncio.sleep(0)
+
+
+async def publish_c(port: int, tag: str, n: int) -> None:
+    """The burst from mosquitto_pub -l (one request per line, QoS 1, up to 1,000 unacknowledged); it exits
+    once every publish was acknowledged."""
+    lines = b"".join(request_payload(tag, i) + b"\n" for i in range(n))
+    proc = await asyncio.create_subprocess_exec(
+        "mosquitto_pub", "-p", str(port), "-q", "1", "-t", "sms/outbound", "-l", "-M", "1000", "-i", f"{tag}-cpub",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate(lines)
+    if proc.returncode:
+        raise RuntimeError(f"mosquitto_pub exited with {proc.returncode}: {err.decode(errors='replace')}")
 
 
 async def publish_rate(pub: RawMqtt, tag: str, n: int, rate: float, times: list[float]) -> None:
@@ -184,7 +204,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     n = args.n
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     (work / "mqtt").mkdir()
-    broker = BenchBroker(str(work / "mqtt"))
+    broker = BenchBroker(str(work / "mqtt"), stock_limits=args.stock_broker)
     children: list[Child] = []
     profiler: asyncio.subprocess.Process | None = None
     pg_schema: str | None = None
@@ -231,6 +251,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.monotonic()
         if args.rate > 0:
             await publish_rate(pub, tag, n, args.rate, pub_times)
+        elif args.c_publisher:
+            await publish_c(broker.port, tag, n)
         else:
             await publish_burst(pub, tag, n, args.max_unacked, pub_times)
         await pub.wait_all_acked()
@@ -265,8 +287,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "lost": tracker.lost,
             "duplicates": tracker.duplicates,
             "publish_msg_s": round(n / (t_published - t0)),
+            "queued_msg_s": round(n / (tracker.last_queued - t0)) if tracker.states["queued"] == n else 0,
             "states": dict(tracker.states),
             "binds": args.binds, "window": args.window, "pinned": args.pin,
+            "broker": "stock limits" if args.stock_broker else "raised limits",
+            "publisher": "mosquitto_pub" if args.c_publisher else "raw",
         })
         if args.rate > 0:
             sub_at = await submit_times(ctl_port, tag, n)

@@ -104,14 +104,17 @@ def slope(xs: list[float], ys: list[float]) -> float:
 
 # ---------------------------------------------------------------------------------------------- broker
 class BenchBroker(Mosquitto):
-    """Mosquitto with the limits raised for load: no persistence file, big queues, wide in-flight window."""
+    """Mosquitto with the limits raised for load: no persistence file, big queues, wide in-flight window;
+    with ``stock_limits``, Mosquitto's defaults (in-flight 20, queue 1000, $SYS every 10 s)."""
 
-    def __init__(self, workdir: str, inflight: int = 5000) -> None:
-        super().__init__(workdir=workdir, persistence=False)
+    def __init__(self, workdir: str, inflight: int = 5000, stock_limits: bool = False) -> None:
+        super().__init__(workdir=workdir, persistence=False, stock_limits=stock_limits)
         self.inflight = inflight
 
     def _write_config(self) -> Path:
         conf = super()._write_config()
+        if self.stock_limits:
+            return conf
         lines = [ln for ln in conf.read_text().splitlines()
                  if not ln.startswith(("max_queued_messages", "max_inflight_messages"))]
         lines += [f"max_inflight_messages {self.inflight}", "max_queued_messages 10000000",
@@ -279,8 +282,10 @@ class RawMqtt(asyncio.Protocol):
     at the data_received call that completed it.
     """
 
-    def __init__(self, client_id: str, on_publish: Callable[[str, bytes, float], None] | None = None) -> None:
+    def __init__(self, client_id: str, on_publish: Callable[[str, bytes, float], None] | None = None,
+                 receive_maximum: int = 0) -> None:
         self.client_id = client_id
+        self.receive_maximum = receive_maximum    # > 0: connect with MQTT 5 and announce this Receive Maximum
         self.on_publish = on_publish
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
@@ -295,9 +300,10 @@ class RawMqtt(asyncio.Protocol):
 
     @classmethod
     async def connect(cls, host: str, port: int, client_id: str,
-                      on_publish: Callable[[str, bytes, float], None] | None = None) -> RawMqtt:
+                      on_publish: Callable[[str, bytes, float], None] | None = None,
+                      receive_maximum: int = 0) -> RawMqtt:
         loop = asyncio.get_running_loop()
-        _, proto = await loop.create_connection(lambda: cls(client_id, on_publish), host, port)
+        _, proto = await loop.create_connection(lambda: cls(client_id, on_publish, receive_maximum), host, port)
         assert isinstance(proto, RawMqtt)
         rc = await asyncio.wait_for(proto.connack, 10)
         if rc != 0:
@@ -308,7 +314,11 @@ class RawMqtt(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        body = _str("MQTT") + bytes([4, 0x02]) + struct.pack(">H", 0) + _str(self.client_id)
+        if self.receive_maximum:     # MQTT 5: properties = Receive Maximum (0x21)
+            props = b"\x03\x21" + struct.pack(">H", self.receive_maximum)
+            body = _str("MQTT") + bytes([5, 0x02]) + struct.pack(">H", 0) + props + _str(self.client_id)
+        else:
+            body = _str("MQTT") + bytes([4, 0x02]) + struct.pack(">H", 0) + _str(self.client_id)
         transport.write(b"\x10" + _varint(len(body)) + body)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -348,6 +358,16 @@ class RawMqtt(asyncio.Protocol):
                 if (head >> 1) & 3:
                     acks += b"\x40\x02" + bytes(buf[p:p + 2])
                     p += 2
+                if self.receive_maximum:         # MQTT 5: skip the properties
+                    plen, shift = 0, 0
+                    while True:
+                        b = buf[p]
+                        p += 1
+                        plen |= (b & 0x7F) << shift
+                        shift += 7
+                        if not b & 0x80:
+                            break
+                    p += plen
                 self.received += 1
                 if self.on_publish is not None:
                     self.on_publish(topic, bytes(buf[p:end]), now)
@@ -381,7 +401,8 @@ class RawMqtt(asyncio.Protocol):
     async def subscribe(self, *topics: str) -> None:
         assert self.transport is not None
         pid = self._pid()
-        body = struct.pack(">H", pid) + b"".join(_str(t) + b"\x01" for t in topics)
+        props = b"\x00" if self.receive_maximum else b""       # MQTT 5: no properties
+        body = struct.pack(">H", pid) + props + b"".join(_str(t) + b"\x01" for t in topics)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._subacks[pid] = fut
         self.transport.write(b"\x82" + _varint(len(body)) + body)
@@ -441,6 +462,7 @@ class StatusTracker:
         self.submitted_at: list[str] | None = [""] * n if keep_submit_at else None
         self.last_submitted = 0.0
         self.last_final = 0.0
+        self.last_queued = 0.0        # recv time of the last `queued` event (the engine took the request)
         self.foreign = 0
         self.events = 0
         self.done = asyncio.Event()
@@ -466,7 +488,9 @@ class StatusTracker:
         doc = orjson.loads(payload)
         state = doc["state"]
         self.states[state] += 1
-        if state == "submitted":
+        if state == "queued":
+            self.last_queued = t
+        elif state == "submitted":
             if not self.t_submitted[i]:
                 self.t_submitted[i] = t
                 if self.submitted_at is not None:
@@ -651,7 +675,9 @@ async def connect_load_clients(broker_port: int, tag: str, tracker: StatusTracke
         else:
             tracker(topic, payload, t)
 
-    sub = await RawMqtt.connect("127.0.0.1", broker_port, f"{tag}-sub", on_publish)
+    # MQTT 5 with a wide Receive Maximum: behind a broker with stock limits (in-flight 20, queue 1,000) a
+    # 3.1.1 subscriber would have status events dropped by the broker, which measures the client
+    sub = await RawMqtt.connect("127.0.0.1", broker_port, f"{tag}-sub", on_publish, receive_maximum=65535)
     await sub.subscribe("sms/status/#", "sms/engine/+")
 
     async def engine_up() -> bool:

@@ -44,15 +44,21 @@ class Mosquitto:
     """A private mosquitto on 127.0.0.1 with persistence in its own directory.
 
     Without ``workdir`` that directory is a temp directory ``smppengine-mqtt-*`` which :meth:`stop` removes
-    (with what it persisted); the mosquitto process gets SIGKILL when the process that started it dies."""
+    (with what it persisted); the mosquitto process gets SIGKILL when the process that started it dies.
 
-    def __init__(self, port: int = 0, workdir: str | None = None, persistence: bool = True) -> None:
+    Its queue and in-flight limits are raised, unless ``stock_limits``: then mosquitto's own defaults apply
+    (``max_inflight_messages 20``, ``max_queued_messages 1000``), as in a broker installed from a
+    distribution and left as it came."""
+
+    def __init__(self, port: int = 0, workdir: str | None = None, persistence: bool = True,
+                 stock_limits: bool = False) -> None:
         self.port = port or free_port()
         self._own_dir = workdir is None        # a temp directory made here is removed by stop()
         self.dir = Path(workdir or tempfile.mkdtemp(prefix=TEMP_PREFIX))
         if self._own_dir:
             (self.dir / OWNER_FILE).write_text(f"{os.getpid()}\n")
         self.persistence = persistence
+        self.stock_limits = stock_limits
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -69,8 +75,7 @@ class Mosquitto:
             "allow_anonymous true",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.dir}/",
-            "max_queued_messages 1000000",
-            "max_inflight_messages 1000",
+            *([] if self.stock_limits else ["max_queued_messages 1000000", "max_inflight_messages 1000"]),
             "log_type error",
             "log_type warning",
             f"log_dest file {self.dir}/mosquitto.log",

@@ -53,6 +53,7 @@ class MqttConfig:
     key_file: str = ""
     protocol: int = 5            # 5 or 4 (= 3.1.1)
     session_expiry_s: int = 86400
+    receive_maximum: int = 65535  # MQTT 5 Receive Maximum announced in CONNECT: requests in flight to us
     embedded: bool = False       # set by `run` without --config: start a private broker
 
     # Derived from ``url`` (validated by parse_config, so these never fail on a loaded config).
@@ -407,6 +408,7 @@ def _parse_mqtt(file: str, data: Any) -> MqttConfig:
         key_file=files["key_file"],
         protocol=t.get_choice("protocol", d.protocol, MQTT_PROTOCOLS),
         session_expiry_s=t.get_int("session_expiry_s", d.session_expiry_s, lo=1, hi=0xFFFFFFFF),
+        receive_maximum=t.get_int("receive_maximum", d.receive_maximum, lo=1, hi=65535),
     )
 
 

@@ -35,6 +35,10 @@ log = structlog.get_logger(__name__)
 # Messages the dispatcher holds in memory (queued, in flight, waiting for a retry); beyond that a backlog
 # stays in the store and is paged back in arrival order (bounds memory: about 2 KB each).
 BACKLOG_HIGH_WATER = 20_000
+# Requests parsed and committed per accept. Those received beyond it wait as they came (~0.3 KB each with
+# a small payload; parsing adds ~0.45 KB, more with long text or meta): with a Receive Maximum of 65,535
+# the broker may send that many at once, e.g. a backlog at connect.
+INTAKE_BATCH = 5_000
 
 
 class Engine:
@@ -57,7 +61,7 @@ class Engine:
         self.metrics.attach(self)
         self.link = MqttLink(config.mqtt, config.engine.instance, self._on_request)
         self.publisher = Publisher(self.store, self.link)
-        self._intake: list[tuple[Request | Rejection, Incoming]] = []
+        self._intake: list[tuple[Incoming, float]] = []       # received, not yet committed: (message, time)
         self._intake_wake = asyncio.Event()
         self._accepting = True
         self._tasks: list[asyncio.Task[Any]] = []
@@ -150,7 +154,7 @@ class Engine:
     def _on_request(self, msg: Incoming) -> None:
         if not self._accepting:
             return              # not acknowledged: the broker keeps it for the next run
-        self._intake.append((parse_request(msg.payload), msg))
+        self._intake.append((msg, time.time()))
         self._intake_wake.set()
 
     async def _intake_loop(self) -> None:
@@ -158,9 +162,14 @@ class Engine:
             await self._intake_wake.wait()
             self._intake_wake.clear()
             default_ttl = self.config.engine.default_ttl       # read per batch: a reload may change it
-            batch, self._intake = self._intake, []
-            if not batch:
+            if len(self._intake) > INTAKE_BATCH:
+                received, self._intake = self._intake[:INTAKE_BATCH], self._intake[INTAKE_BATCH:]
+                self._intake_wake.set()                          # the rest in the next commit
+            else:
+                received, self._intake = self._intake, []
+            if not received:
                 continue
+            batch = [(parse_request(msg.payload, at), msg) for msg, at in received]
             requests = [r for r, _ in batch if isinstance(r, Request)]
             rejections = [r for r, _ in batch if isinstance(r, Rejection)]
             try:
@@ -168,7 +177,7 @@ class Engine:
             except StoreError as exc:
                 # nothing acknowledged: the broker keeps the requests; try again shortly
                 log.error("requests_not_committed", error=str(exc), count=len(batch))
-                self._intake = batch + self._intake
+                self._intake = received + self._intake
                 await asyncio.sleep(1.0)
                 self._intake_wake.set()
                 continue

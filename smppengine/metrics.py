@@ -186,5 +186,9 @@ class _LiveCollector:
         yield GaugeMetricFamily("smppengine_mqtt_connected", "1 while connected to the MQTT broker",
                                 value=1.0 if engine.link.connected.is_set() else 0.0)
         yield CounterMetricFamily("smppengine_mqtt_reconnects", "MQTT connections lost", value=engine.link.reconnects)
+        if engine.link.broker_dropped is not None:
+            yield GaugeMetricFamily("smppengine_mqtt_broker_dropped", "QoS 1/2 messages the broker says it dropped "
+                                    "since it started, all clients ($SYS/broker/publish/messages/dropped; "
+                                    "Mosquitto, every sys_interval)", value=engine.link.broker_dropped)
         yield CounterMetricFamily("smppengine_events_published", "Status and MO events published (PUBACKed)",
                                   value=engine.publisher.published)

@@ -37,6 +37,13 @@ paho_speedups.apply()
 _paho_log = logging.getLogger("smppengine.mqtt.aiomqtt")
 _paho_log.setLevel(logging.ERROR)
 
+# Mosquitto's count of QoS 1/2 messages it dropped because a client's in-flight window and queue were full
+# (all clients, since the broker started; refreshed every sys_interval, 10 s by default)
+SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
+# Status events the publisher may hand the hot path unacknowledged: it writes as many as the broker's
+# Receive Maximum allows and the rest as PUBACKs free the window (the publisher's 8 batches of 500)
+PIPELINE = 4000
+
 
 @dataclass(slots=True)
 class Incoming:
@@ -68,7 +75,11 @@ class MqttLink:
         self.request_topic = f"$share/{share}/{self.prefix}/outbound" if share else f"{self.prefix}/outbound"
         self._stopping = False
         self.reconnects = 0
-        self.receive_maximum = 1000      # the broker's MQTT 5 Receive Maximum, read from its CONNACK
+        # publishes the publisher may have unacknowledged in the link's hands: the broker's MQTT 5 Receive
+        # Maximum (read from its CONNACK), or with the hot path at least PIPELINE (it keeps to the broker's)
+        self.receive_maximum = 1000
+        self.broker_receive_maximum: int | None = None
+        self.broker_dropped: int | None = None    # the broker's SYS_DROPPED, when it publishes it
         self._fast: FastQos1 | None = None        # the hot path's publishes and PUBACKs on self.client
 
     def _presence(self, state: str) -> bytes:
@@ -84,6 +95,9 @@ class MqttLink:
         if v5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.cfg.session_expiry_s
+            # requests the broker may send before it waits for our PUBACKs: a burst flows into the store
+            # instead of the broker's queue (Mosquitto drops beyond max_queued_messages, 1000 by default)
+            props.ReceiveMaximum = self.cfg.receive_maximum
         tls_params = None
         if tls:
             tls_params = aiomqtt.TLSParameters(
@@ -118,29 +132,71 @@ class MqttLink:
         aiomqtt_on_connect = paho.on_connect
 
         def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
-            self.receive_maximum = int(getattr(properties, "ReceiveMaximum", 0) or 1000)
+            broker = int(getattr(properties, "ReceiveMaximum", 0) or 0)     # 0: not said (MQTT 3.1.1)
+            self.broker_receive_maximum = broker or None
+            self.receive_maximum = broker or 1000
+            if fast is not None:
+                fast.window = broker
+                self.receive_maximum = max(self.receive_maximum, PIPELINE)
             aiomqtt_on_connect(c, userdata, flags, reason, properties)
 
         paho.on_connect = on_connect
         return client, fast
 
+    def warn_limits(self) -> None:
+        """MQTT 3.1.1 has no Receive Maximum: the broker's own limits decide what reaches the engine."""
+        if self.cfg.protocol == 5:
+            return
+        log.warning("mqtt_no_receive_maximum", url=self.cfg.url, protocol="3.1.1",
+                    limits="the broker's max_inflight_messages (Mosquitto default 20) bounds requests in flight "
+                           "to the engine, and max_queued_messages (Mosquitto default 1000) what it queues for "
+                           "it; beyond that the broker drops requests it has already acknowledged to the "
+                           "application",
+                    hint="use mqtt.protocol = 5, or raise max_inflight_messages (e.g. 1000) and "
+                         "max_queued_messages (e.g. 1000000) in the broker; see docs/operations.md")
+
+    def _on_sys(self, topic: str, payload: bytes) -> None:
+        """The broker's count of dropped messages: a rise is said, with a caveat (it counts every client)."""
+        if topic != SYS_DROPPED:
+            return
+        try:
+            value = int(payload.decode().strip())
+        except ValueError:
+            return
+        before, self.broker_dropped = self.broker_dropped, value
+        if value > (before or 0):
+            log.warning("broker_dropped_messages", dropped=value - (before or 0), total=value,
+                        since="the broker started" if before is None else "the last report",
+                        hint="the broker dropped QoS 1 messages of some client (requests for the engine if its "
+                             "queue was full, e.g. while the engine was stopped); see docs/operations.md")
+
     async def run(self) -> None:
         failures = 0
         rng = random.Random()
+        self.warn_limits()
         while not self._stopping:
             client, fast = self._make_client()
             try:
                 async with client:
                     self.client, self._fast = client, fast
                     await client.subscribe(self.request_topic, qos=1)
+                    try:
+                        await client.subscribe(SYS_DROPPED, qos=0, timeout=5)
+                    except (aiomqtt.MqttError, TimeoutError) as exc:   # a broker without it, or not allowed
+                        log.info("broker_sys_unavailable", topic=SYS_DROPPED, error=str(exc))
                     await client.publish(self.presence_topic, self._presence("online"), qos=1, retain=True)
                     failures = 0
                     self.disconnected.clear()
                     self.connected.set()
-                    log.info("mqtt_connected", url=self.cfg.url, topic=self.request_topic)
+                    log.info("mqtt_connected", url=self.cfg.url, topic=self.request_topic,
+                             receive_maximum=self.cfg.receive_maximum if self.cfg.protocol == 5 else None,
+                             broker_receive_maximum=self.broker_receive_maximum)
                     async for message in client.messages:
                         payload = message.payload if isinstance(message.payload, bytes) else \
                             str(message.payload or "").encode()
+                        if message.topic.value.startswith("$SYS/"):
+                            self._on_sys(message.topic.value, payload)
+                            continue
                         self.on_message(Incoming(payload, str(message.topic), message.mid, message.qos, client))
             except aiomqtt.MqttError as exc:
                 if self._stopping:
@@ -220,6 +276,8 @@ class MqttLink:
             gone.cancel()
         if ack.done not in finished:
             ack.forget()
+            if self._fast is not None:
+                self._fast.forget(ack)
             raise aiomqtt.MqttError("publish not acknowledged (disconnected or timed out)")
 
     async def stop(self) -> None:

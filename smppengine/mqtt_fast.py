@@ -14,10 +14,17 @@ ids before paho parses them: straight from the read buffer (:class:`BufferedRead
 when a whole PUBACK sits there, else in paho's PUBACK handler. The engine's
 PUBACKs of requests (manual acknowledgement after the commit) are written the
 same way, one buffer per committed batch.
+
+The broker's Receive Maximum (MQTT 5 CONNACK) bounds the publishes that may await
+their PUBACK: ``window``. What a batch has beyond it waits here, in order, and is
+written as PUBACKs free the window, from the same read that took them: a stock
+Mosquitto announces 20, and refilling that window through the publisher's tasks
+(a wake-up, a fetch, a publish per 20 events) held the status events back.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -59,7 +66,7 @@ class FastQos1:
     """The outbox's publishes and the requests' PUBACKs on one paho client (one connection)."""
 
     __slots__ = ("_paho", "_v5", "waiting", "_handle_other", "refused", "_handle_other_publish", "topic",
-                 "on_request")
+                 "on_request", "window", "_queued")
 
     def __init__(self, paho: Any, v5: bool, topic: str = "",
                  on_request: Callable[[bytes, int], None] | None = None) -> None:
@@ -68,6 +75,8 @@ class FastQos1:
         self._paho = paho
         self._v5 = v5
         self.waiting: dict[int, Acked] = {}      # packet id → the batch waiting for its PUBACK
+        self.window = 0                           # publishes awaiting their PUBACK at most (0: no limit)
+        self._queued: deque[tuple[bytes, bytes, Acked]] = deque()   # beyond the window, not yet written
         self.refused = 0                          # PUBACKs with an MQTT 5 failure reason code
         self._handle_other: Callable[[str], Any] = paho._handle_pubackcomp
         paho._handle_pubackcomp = self._handle_pubackcomp
@@ -79,21 +88,44 @@ class FastQos1:
         paho._handle_publish = self._handle_publish
 
     def publish(self, items: Sequence[tuple[str, bytes]], ack: Acked) -> None:
-        """Queue QoS 1 PUBLISH packets, in order, as one write; ``ack`` is told of each PUBACK."""
+        """Queue QoS 1 PUBLISH packets, in order, as one write; ``ack`` is told of each PUBACK. Beyond the
+        window they wait here and are written as PUBACKs come in."""
         if not items:
             return
-        paho = self._paho
-        if paho._sock is None:
+        if self._paho._sock is None:
             raise ConnectionError("not connected")
+        ack.remaining += len(items)
+        room = self.window - len(self.waiting) if self.window else len(items)
+        if self._queued or room < len(items):
+            self._queued.extend((topic.encode(), payload, ack) for topic, payload in items)
+            self.pump()
+            return
+        self._write([(topic.encode(), payload, ack) for topic, payload in items])
+
+    def pump(self) -> None:
+        """Write what waits for the window, as far as the window allows (one write)."""
+        queued = self._queued
+        if not queued or self._paho._sock is None:
+            return
+        room = self.window - len(self.waiting) if self.window else len(queued)
+        if room > 0:
+            self._write([queued.popleft() for _ in range(min(room, len(queued)))])
+
+    def forget(self, ack: Acked) -> None:
+        """A batch given up on: what of it still waits for the window is not written."""
+        if self._queued:
+            self._queued = deque(q for q in self._queued if q[2] is not ack)
+
+    def _write(self, items: list[tuple[bytes, bytes, Acked]]) -> None:
+        paho = self._paho
         with paho._mid_generate_mutex:           # ids 1..65535 from paho's counter, as paho would take them
             mid = paho._last_mid
             paho._last_mid = (mid + len(items) - 1) % 65535 + 1
         extra = 5 if self._v5 else 4             # topic length, packet id (and MQTT 5's empty properties)
         buf = bytearray()
-        waiting, mids = self.waiting, ack.mids
-        for topic, payload in items:
+        waiting = self.waiting
+        for t, payload, ack in items:
             mid = mid % 65535 + 1
-            t = topic.encode()
             buf.append(PUBLISH_QOS1)
             buf += _length(extra + len(t) + len(payload))
             buf += len(t).to_bytes(2, "big")
@@ -103,8 +135,7 @@ class FastQos1:
                 buf.append(0)
             buf += payload
             waiting[mid] = ack
-            mids.append(mid)
-        ack.remaining += len(items)
+            ack.mids.append(mid)
         paho._packet_queue(PUBLISH_QOS1, buf, 0, 1)
 
     def puback(self, mids: Sequence[int]) -> None:
@@ -135,6 +166,7 @@ class FastQos1:
                 ack = self.waiting.pop(mid, None)
                 if ack is not None:
                     self._acked(ack, pkt[2] if len(pkt) > 2 else 0, mid)
+                    self.pump()
                     return 0
         return self._handle_other(cmd)
 
@@ -176,6 +208,15 @@ class FastQos1:
         waiting = self.waiting
         on_request = self.on_request
         end = len(data)
+        acked = len(waiting)
+        try:
+            return self._take(data, pos, end, waiting, on_request)
+        finally:
+            if self._queued and len(waiting) < acked:
+                self.pump()                       # the window has room again: refill it from this read
+
+    def _take(self, data: bytes, pos: int, end: int, waiting: dict[int, Acked],
+              on_request: Callable[[bytes, int], None] | None) -> int:
         while pos + 4 <= end:
             first = data[pos]
             if first == PUBACK:

@@ -241,6 +241,9 @@ def test_mqtt_url_ports_and_tls() -> None:
         ({"topic_prefix": ""}, "mqtt.topic_prefix: must not be empty"),
         ({"share_group": "a/b"}, "mqtt.share_group: must not contain '/', '+' or '#', got \"a/b\""),
         ({"session_expiry_s": 0}, "mqtt.session_expiry_s: expected an integer 1..4294967295, got 0"),
+        ({"receive_maximum": 0}, "mqtt.receive_maximum: expected an integer 1..65535, got 0"),
+        ({"receive_maximum": 65536}, "mqtt.receive_maximum: expected an integer 1..65535, got 65536"),
+        ({"receive_maximum": "many"}, 'mqtt.receive_maximum: expected an integer 1..65535, got "many"'),
     ],
 )
 def test_mqtt_errors(mqtt: dict[str, Any], message: str) -> None:
@@ -363,6 +366,7 @@ def test_example_toml_loads_with_documented_values() -> None:
     assert c.engine.store == "/var/lib/smppengine/engine.db"
     assert c.mqtt.url == "mqtt://127.0.0.1:1883" and c.mqtt.topic_prefix == "sms"
     assert c.mqtt.share_group == "" and c.mqtt.protocol == 5 and c.mqtt.session_expiry_s == 86400
+    assert c.mqtt.receive_maximum == 65535
     assert c.http.listen == "127.0.0.1:9180"
     assert (c.log.level, c.log.format) == ("info", "auto")
     assert (c.retry.max_attempts, c.retry.backoff_initial, c.retry.backoff_max) == (5, 1.0, 300.0)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiomqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from smppengine.broker import Mosquitto
 from smppengine.config import MqttConfig
@@ -247,3 +250,67 @@ def test_batch_ack_forget_unregisters_its_ids() -> None:
         assert waiting == {}
     finally:
         loop.close()
+
+
+def test_publishes_beyond_the_broker_window_wait_and_go_out_as_pubacks_free_it() -> None:
+    paho = StandInPaho()
+    paho._last_mid = 0
+    fast = FastQos1(paho, v5=True)
+    fast.window = 2                                   # the broker's Receive Maximum
+    first, second = Counter(), Counter()
+    fast.publish([("t", b"1"), ("t", b"2"), ("t", b"3")], first)
+    fast.publish([("t", b"4")], second)
+    assert first.remaining == 3 and second.remaining == 1        # all counted, two written
+    assert first.mids == [1, 2] and len(paho.queued) == 1 and set(fast.waiting) == {1, 2}
+    # one PUBACK in the read buffer: one more goes out, from the same read
+    assert fast.take_buffered(b"\x40\x02\x00\x01", 0) == 4
+    assert first.mids == [1, 2, 3] and len(paho.queued) == 2 and set(fast.waiting) == {2, 3}
+    # a PUBACK paho parses itself (cut in the buffer) frees the window too
+    paho._in_packet["packet"] = bytearray(b"\x00\x02")
+    paho._handle_pubackcomp("PUBACK")
+    assert second.mids == [4] and set(fast.waiting) == {3, 4}
+    assert [data[-1:] for _, data, _ in paho.queued] == [b"2", b"3", b"4"]       # in order
+    assert fast.take_buffered(b"\x40\x02\x00\x03\x40\x02\x00\x04", 0) == 8
+    assert fast.waiting == {} and first.remaining == 0 and second.remaining == 0 and len(paho.queued) == 3
+
+
+def test_a_batch_given_up_on_is_not_written_after_all() -> None:
+    paho = StandInPaho()
+    fast = FastQos1(paho, v5=True)
+    fast.window = 1
+    kept, dropped = Counter(), Counter()
+    fast.publish([("t", b"1")], kept)
+    fast.publish([("t", b"2"), ("t", b"3")], dropped)
+    fast.forget(dropped)
+    fast.take_buffered(b"\x40\x02" + kept.mids[0].to_bytes(2, "big"), 0)
+    assert kept.remaining == 0 and len(paho.queued) == 1 and fast.waiting == {}
+
+
+async def test_a_stock_broker_window_of_20_carries_a_large_batch_in_order(tmp_path: Path) -> None:
+    """Mosquitto with its default limits announces Receive Maximum 20: a batch of 2,000 goes out 20 at a
+    time, in order, and is acknowledged in full."""
+    (tmp_path / "mqtt").mkdir()
+    broker = Mosquitto(workdir=str(tmp_path / "mqtt"), stock_limits=True)
+    await broker.start()
+    try:
+        items = [(f"fast/status/m{i}", f"event {i}".encode()) for i in range(2000)]
+        props = Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = 65535                  # the subscriber takes them all at once
+        async with aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5,
+                                  properties=props) as sub:
+            await sub.subscribe("fast/status/#", qos=1)
+            async with running_link(broker, 5, "window-20") as link:
+                assert link._fast is not None and link.broker_receive_maximum == 20
+                assert link._fast.window == 20 and link.receive_maximum >= 2000
+                ack = link.publish_start(items)
+                assert len(link._fast.waiting) == 20
+                await link.publish_wait(ack, timeout=30)
+                received: list[tuple[str, bytes]] = []
+                async with asyncio.timeout(20):
+                    async for m in sub.messages:
+                        received.append((str(m.topic), bytes(m.payload)))  # type: ignore[arg-type]
+                        if len(received) == len(items):
+                            break
+                assert received == items
+    finally:
+        await broker.stop()
