@@ -166,7 +166,7 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
 
 # ---------------------------------------------------------------------------------------------- one run
 def engine_toml(path: Path, *, i: int, k: int, store: str, mqtt_host: str, mqtt_port: int, smsc_host: str,
-                smsc_port: int, window: int) -> Path:
+                smsc_port: int, window: int, log_level: str = "warning") -> Path:
     path.write_text(f"""[engine]
 instance = "b{i}"
 store = "{store}"
@@ -182,7 +182,7 @@ share_group = "bench"
 listen = ""
 
 [log]
-level = "warning"
+level = "{log_level}"
 format = "json"
 
 [[smsc]]
@@ -295,7 +295,7 @@ async def one_run(k: int, mode: str, args: argparse.Namespace, work: Path, pg: P
             store = f"postgresql://smppbench_{i}@{w['pg'][0]}:{w['pg'][1]}/{db}?schema={schema}"
             cfg = engine_toml(run_dir / f"engine{i}.toml", i=i, k=k, store=store, mqtt_host=w["mqtt"][0],
                               mqtt_port=w["mqtt"][1], smsc_host=w["smpp"][0], smsc_port=w["smpp"][1],
-                              window=args.window)
+                              window=args.window, log_level=args.log_level)
             argv = [*w["prefix"]]
             if args.pin and len(cores) > 1:
                 argv += ["taskset", "-c", str(cores[i % len(cores)])]
@@ -434,7 +434,9 @@ async def one_run(k: int, mode: str, args: argparse.Namespace, work: Path, pg: P
         finally:
             if ns_ctx is not None:
                 ns_ctx.__exit__(None, None, None)
-            if not args.keep:
+            if args.keep:
+                print(f"kept: {run_dir}", file=sys.stderr)
+            else:
                 shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -458,7 +460,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     runs.append(r)
     finally:
         await pg.close()
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     msg_s: dict[str, dict[str, float]] = {}
     for mode in args.modes:
         msg_s[mode] = {str(k): statistics.median([r["msg_s"] for r in runs if r["mode"] == mode and r["k"] == k])
@@ -492,6 +495,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--timeout", type=float, default=None)
     ap.add_argument("--grace", type=float, default=1.0, help="seconds after the last final event, for duplicates")
     ap.add_argument("--store", default=DEFAULT_STORE, help="PostgreSQL URL of the bench database (created if missing)")
+    ap.add_argument("--log-level", default="warning", help="the engines' log level (logs kept with --keep)")
     ap.add_argument("--keep", action="store_true", help="keep the work directories (engine logs)")
     args = ap.parse_args(argv)
     args.instances = [int(x) for x in args.instances.split(",")]
