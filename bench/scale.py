@@ -30,7 +30,8 @@ Per run (in "runs"), beside msg_s (full life) and submit_msg_s:
                    (CPU / wall time), its PostgreSQL backends' CPU ms per own message, and in netns modes
                    the chunks its PostgreSQL link carried per own message each way (round trips, lower bound)
   proxy            netns modes: hold p50/p99 actually applied, proxy CPU per message
-  lost, duplicates ids with no final event / with more than one
+  lost, duplicates ids with no final event / with more than one final event
+  submitted_twice  ids the simulator accepted (OK submit_sm_resp) more than once
 
     PYTHONPATH=$PWD python bench/scale.py [--n 5000] [--instances 1,2,3] [--modes loopback,netns0.5]
                                           [--repeat 1] [--no-pin] [--store postgresql://postgres@127.0.0.1:5432/smppbench]
@@ -166,12 +167,12 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
 
 # ---------------------------------------------------------------------------------------------- one run
 def engine_toml(path: Path, *, i: int, k: int, store: str, mqtt_host: str, mqtt_port: int, smsc_host: str,
-                smsc_port: int, window: int, log_level: str = "warning") -> Path:
+                smsc_port: int, window: int, log_level: str = "warning", lease_s: float = 30.0) -> Path:
     path.write_text(f"""[engine]
 instance = "b{i}"
 store = "{store}"
 instances = {k}
-lease_s = 10
+lease_s = {lease_s}
 
 [mqtt]
 url = "mqtt://{mqtt_host}:{mqtt_port}"
@@ -201,10 +202,12 @@ default_from = "ACME"
     return path
 
 
-async def submit_times(ctl_port: int, tag: str, n: int) -> list[float]:
-    """The simulator's record time (monotonic) of the first OK submit_sm of each request: its receipt is
-    sent right after the submit_sm_resp, in the same turn of the simulator's loop."""
+async def submit_times(ctl_port: int, tag: str, n: int) -> tuple[list[float], int]:
+    """The simulator's record time (monotonic) of the first OK submit_sm of each request (its receipt is
+    sent right after the submit_sm_resp, in the same turn of the simulator's loop), and how many requests
+    it accepted more than once."""
     out = [0.0] * n
+    twice: set[int] = set()
     marker = f"bench {tag}-".encode()
     since = 0
     while True:
@@ -214,11 +217,14 @@ async def submit_times(ctl_port: int, tag: str, n: int) -> list[float]:
             if rec["status"] != 0 or not sm.startswith(marker):
                 continue
             i = int(sm[len(marker):])
-            if 0 <= i < n and not out[i]:
-                out[i] = rec["at"]
+            if 0 <= i < n:
+                if out[i]:
+                    twice.add(i)
+                else:
+                    out[i] = rec["at"]
         since = page["next"]
         if not page["submits"] or since >= page["total"]:
-            return out
+            return out, len(twice)
 
 
 async def publish_burst(pub: RawMqtt, tag: str, n: int) -> None:
@@ -295,7 +301,7 @@ async def one_run(k: int, mode: str, args: argparse.Namespace, work: Path, pg: P
             store = f"postgresql://smppbench_{i}@{w['pg'][0]}:{w['pg'][1]}/{db}?schema={schema}"
             cfg = engine_toml(run_dir / f"engine{i}.toml", i=i, k=k, store=store, mqtt_host=w["mqtt"][0],
                               mqtt_port=w["mqtt"][1], smsc_host=w["smpp"][0], smsc_port=w["smpp"][1],
-                              window=args.window, log_level=args.log_level)
+                              window=args.window, log_level=args.log_level, lease_s=args.lease_s)
             argv = [*w["prefix"]]
             if args.pin and len(cores) > 1:
                 argv += ["taskset", "-c", str(cores[i % len(cores)])]
@@ -394,7 +400,7 @@ async def one_run(k: int, mode: str, args: argparse.Namespace, work: Path, pg: P
             "duplicates": tracker.duplicates,
             "states": dict(tracker.states),
         })
-        at = await submit_times(ctl_port, tag, n)
+        at, out["submitted_twice"] = await submit_times(ctl_port, tag, n)
         lat = sorted((f - s) * 1000 for s, f in zip(at, t_final, strict=True) if s and f)
         out["receipt_to_delivered_p50_ms"] = round(percentile(lat, 50), 1)
         out["receipt_to_delivered_p99_ms"] = round(percentile(lat, 99), 1)
@@ -477,6 +483,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                   for k, v in d.items()} for m, d in msg_s.items() if m != "loopback"}
     out["lost"] = sum(r["lost"] for r in runs)
     out["duplicates"] = sum(r["duplicates"] for r in runs)
+    out["submitted_twice"] = sum(r.get("submitted_twice", 0) for r in runs)
     out["runs"] = runs
     return out
 
@@ -495,6 +502,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--timeout", type=float, default=None)
     ap.add_argument("--grace", type=float, default=1.0, help="seconds after the last final event, for duplicates")
     ap.add_argument("--store", default=DEFAULT_STORE, help="PostgreSQL URL of the bench database (created if missing)")
+    ap.add_argument("--lease-s", type=float, default=30.0,
+                    help="engine.lease_s (default 30, the engine's default): under this machine's load a group "
+                         "commit of today's store can take longer than 10 s, and instances then take each "
+                         "other's messages over")
     ap.add_argument("--log-level", default="warning", help="the engines' log level (logs kept with --keep)")
     ap.add_argument("--keep", action="store_true", help="keep the work directories (engine logs)")
     args = ap.parse_args(argv)
