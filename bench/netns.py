@@ -138,7 +138,8 @@ def _install_handlers() -> None:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(ValueError):      # not the main thread
-            signal.signal(sig, on_signal)
+            if signal.getsignal(sig) in (signal.SIG_DFL, None):   # keep a handler the caller installed
+                signal.signal(sig, on_signal)
 
 
 def netns_available() -> str | None:

@@ -49,6 +49,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -447,6 +448,12 @@ async def one_run(k: int, mode: str, args: argparse.Namespace, work: Path, pg: P
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    # SIGTERM / SIGHUP cancel the run: every run's `finally` stops its processes, drops its schema and
+    # removes its namespaces (bench/netns.py's atexit hook is the last resort)
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     if any(m.startswith("netns") for m in args.modes):
         why = netns_available()
         if why:
