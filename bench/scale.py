@@ -479,8 +479,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for mode in args.modes:
         msg_s[mode] = {str(k): statistics.median([r["msg_s"] for r in runs if r["mode"] == mode and r["k"] == k])
                        for k in args.instances}
-    out: dict[str, Any] = {"bench": "scale", "n": args.n, "rate": args.rate or None, "store": "postgresql",
-                           "pinned": args.pin,
+    out: dict[str, Any] = {"bench": "scale", "pid": os.getpid(), "n": args.n, "rate": args.rate or None,
+                           "store": "postgresql", "pinned": args.pin,
                            "repeat": args.repeat, "msg_s": msg_s}
     if 1 in args.instances:
         out["ratio_to_1"] = {m: {k: round(v / msg_s[m]["1"], 2) if msg_s[m]["1"] else None for k, v in d.items()}
