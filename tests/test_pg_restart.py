@@ -49,6 +49,30 @@ def _lost_then_regained(e: EngineProcess) -> str | None:
     return None
 
 
+async def _stored_states(schema: str, ids: list[str]) -> dict[str, Any]:
+    """Where the given messages are in the store (read directly, not through the proxy): their states, and
+    how many status events wait in the outbox."""
+    import asyncpg
+
+    from .helpers import PG_URL
+
+    try:
+        conn = await asyncpg.connect(PG_URL, server_settings={"search_path": schema})
+    except (OSError, asyncpg.PostgresError) as exc:
+        return {"error": repr(exc)}
+    try:
+        rows = await conn.fetch("SELECT state, COUNT(*) AS n FROM messages WHERE id = ANY($1::text[]) GROUP BY state",
+                                ids)
+        out: dict[str, Any] = {str(r["state"]): int(r["n"]) for r in rows}
+        out["not_stored"] = len(ids) - sum(int(r["n"]) for r in rows)
+        out["outbox_rows"] = int(await conn.fetchval("SELECT COUNT(*) FROM outbox"))
+        return out
+    except asyncpg.PostgresError as exc:
+        return {"error": repr(exc)}
+    finally:
+        await conn.close()
+
+
 async def _run_cut(tmp_path: Path, broker: Mosquitto, instances: int, n: int) -> None:
     sim = SimProcess()                 # records every submit; receipts at once
     await sim.start()
@@ -87,13 +111,15 @@ async def _run_cut(tmp_path: Path, broker: Mosquitto, instances: int, n: int) ->
             await publish(ids[n // 2:])
             try:
                 await w.wait_final(ids, timeout=120)
-            except AssertionError as exc:
+            except AssertionError:
                 tails = {f"r{k}": [d.get("event") for d in e.lines[-15:]] for k, e in enumerate(engines)}
                 missing = [i for i in ids if i not in w.final_ids]
                 before = sum(1 for i in missing if i in ids[: n // 2])
                 seen = Counter(w.states(i)[-1] if w.states(i) else "none" for i in missing)
-                raise AssertionError(f"{exc}; {len(missing)} without a final state ({before} published before the "
-                                     f"cut), their last events {dict(seen)}; engine log tails: {tails}") from None
+                stored = await _stored_states(schema, missing)
+                raise AssertionError(f"{len(missing)} of {n} without a final state after 120 s ({before} published "
+                                     f"before the cut), their last events {dict(seen)}, in the store: {stored}; "
+                                     f"engine log tails: {tails}") from None
             await asyncio.sleep(0.5)   # let a duplicate final event, if any, arrive
         for i in ids:
             finals = {ev["state"] for ev in w.final(i)}
