@@ -61,3 +61,43 @@ def test_bench_e2e_on_the_postgresql_store_leaves_no_schema_behind() -> None:
     assert e2e["store"] == "postgresql" and e2e["n"] == 200
     assert e2e["lost"] == 0 and e2e["duplicates"] == 0
     assert asyncio.run(bench_schemas()) == before
+
+
+def test_bench_scale_runs_in_namespaces_and_leaves_nothing_behind() -> None:
+    """bench/scale.py, one instance on loopback and one in a network namespace behind the 0.5 ms delay
+    proxy: one JSON line with the per-part figures, nothing lost, and afterwards no namespace, no veth and
+    no schema of its own left."""
+    import asyncio
+
+    import asyncpg
+
+    async def scale_schemas(pid: int) -> int:
+        conn = await asyncpg.connect(user="postgres", host="127.0.0.1", port=5432, database="smppbench")
+        try:
+            return int(await conn.fetchval(
+                "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name LIKE $1", f"scale\\_{pid}\\_%"))
+        finally:
+            await conn.close()
+
+    def namespaces() -> set[str]:
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        return {line.split()[0] for line in out.splitlines() if line.startswith("smppb")}
+
+    before = namespaces()
+    doc = _one_json_line(["bench/scale.py", "--n", "150", "--instances", "1", "--modes", "loopback,netns0.5"],
+                         timeout=240)
+    assert doc["lost"] == 0 and doc["duplicates"] == 0 and doc["submitted_twice"] == 0
+    runs = {r["mode"]: r for r in doc["runs"]}   # type: ignore[union-attr]
+    assert set(runs) == {"loopback", "netns0.5"}
+    for r in runs.values():
+        assert r["msg_s"] > 0 and r["complete"]
+        assert r["cpu_ms_per_msg"]["engines"] > 0 and r["cpu_ms_per_msg"]["pg_backends"] > 0
+        assert r["xact_per_msg"] > 0 and r["instances"][0]["messages"] == 150
+    proxied = runs["netns0.5"]
+    assert proxied["instances"][0]["pg_chunks_per_msg"][0] >= 1    # its PostgreSQL traffic went through the proxy
+    assert proxied["proxy"]["hold_p50_ms"] >= 0.5                    # and was held at least the delay
+    assert namespaces() == before
+    pid = int(doc["pid"])   # type: ignore[arg-type]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert f"sb{pid % 100000}h" not in links
+    assert asyncio.run(scale_schemas(pid)) == 0
