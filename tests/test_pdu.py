@@ -398,14 +398,39 @@ def test_deliver_sm_tlv_variants_from_real_smscs() -> None:
     assert (p["sar_msg_ref_num"], p["sar_total_segments"], p["sar_segment_seqnum"]) == (7, 2, 1)
     assert p["message_state"] == 2
     assert p["short_message"] == b""
+    assert p["other_tlvs"] == {0x1400: b"vendor stuff", 0xFFFF: b""}
 
 
-def test_known_tlv_foreign_to_command_is_ignored() -> None:
-    # smpplib raises KeyError for this; receipted_message_id does not belong to enquire_link/submit_sm_resp.
+def test_known_tlv_foreign_to_command_is_kept_raw() -> None:
+    # smpplib raises KeyError for this; receipted_message_id does not belong to enquire_link/submit_sm_resp:
+    # such TLVs (and vendor ones) are kept, raw, in other_tlvs, and re-encode to the same bytes.
     raw = frame(P.ENQUIRE_LINK, tlv(0x001E, b"x\0"), seq=3)
-    assert decode(raw) == Pdu("enquire_link", 3)
+    assert decode(raw) == Pdu("enquire_link", 3, 0, {"other_tlvs": {0x001E: b"x\0"}})
+    assert encode(decode(raw)) == raw
     raw = frame(P.SUBMIT_SM_RESP, b"abc\0" + tlv(0x0427, b"\x02") + tlv(0x1501, b"v"), seq=3)
-    assert decode(raw) == Pdu("submit_sm_resp", 3, 0, {"message_id": "abc"})
+    assert decode(raw) == Pdu("submit_sm_resp", 3, 0, {"message_id": "abc",
+                                                       "other_tlvs": {0x0427: b"\x02", 0x1501: b"v"}})
+    assert encode(decode(raw)) == raw
+
+
+def test_other_tlvs_are_sent_after_the_standard_ones() -> None:
+    params = dict(SUBMIT_DEFAULTS, destination_addr="447700900123", short_message=b"hi",
+                  sar_msg_ref_num=7, other_tlvs={0x1400: b"1101", 0x1401: b"", 0x1402: b"\x00\x01"})
+    raw = encode(Pdu("submit_sm", 9, 0, params))
+    plain = {k: v for k, v in params.items() if k != "other_tlvs"}
+    expected = smpplib_encode("submit_sm", 9, 0, plain)
+    extra = tlv(0x1400, b"1101") + tlv(0x1401, b"") + tlv(0x1402, b"\x00\x01")
+    assert raw == struct.pack(">I", len(expected) + len(extra)) + expected[4:] + extra
+    assert decode(raw).params == params
+    # the generic (smpplib) path and the outbind encoder carry them too
+    q = encode(Pdu("query_sm", 2, 0, {"message_id": "1", "other_tlvs": {0x2000: b"v"}}))
+    assert decode(q).params["other_tlvs"] == {0x2000: b"v"}
+    with pytest.raises(ValueError, match="other_tlvs"):
+        encode(Pdu("submit_sm", 1, 0, {"other_tlvs": {0x10000: b""}}))
+    with pytest.raises(ValueError, match="other_tlvs"):
+        encode(Pdu("submit_sm", 1, 0, {"other_tlvs": {0x1400: "text"}}))
+    with pytest.raises(ValueError, match="65535"):
+        encode(Pdu("submit_sm", 1, 0, {"other_tlvs": {0x1400: bytes(65536)}}))
 
 
 # --- decode errors ---------------------------------------------------------------------------------------------

@@ -100,6 +100,9 @@ def _encode_sm(pdu: P.Pdu, command_id: int, tlvs: _TlvTable) -> bytes:
             chunk = emitters[i](p[names[i]])
             if chunk:
                 parts.append(chunk)
+        other = g(P.OTHER_TLVS)
+        if other:
+            parts.append(P.encode_other_tlvs(other))
         body = b"".join(parts)
     return _pack_header(16 + len(body), command_id, pdu.status, pdu.seq) + body
 
@@ -113,7 +116,12 @@ def encode_deliver_sm(pdu: P.Pdu) -> bytes:
 
 
 def _encode_message_id_resp(pdu: P.Pdu, command_id: int) -> bytes:
-    mid = (pdu.params.get("message_id") or "").encode("latin-1")
+    g = pdu.params.get
+    mid = (g("message_id") or "").encode("latin-1")
+    other = g(P.OTHER_TLVS)
+    if other:
+        body = mid + b"\0" + P.encode_other_tlvs(other)
+        return _pack_header(16 + len(body), command_id, pdu.status, pdu.seq) + body
     return _pack_header(17 + len(mid), command_id, pdu.status, pdu.seq) + mid + b"\0"
 
 
@@ -125,12 +133,20 @@ def encode_deliver_sm_resp(pdu: P.Pdu) -> bytes:
     return _encode_message_id_resp(pdu, P.DELIVER_SM_RESP)
 
 
+def _encode_empty(pdu: P.Pdu, command_id: int) -> bytes:
+    other = pdu.params.get(P.OTHER_TLVS) if pdu.params else None
+    if other:
+        body = P.encode_other_tlvs(other)
+        return _pack_header(16 + len(body), command_id, pdu.status, pdu.seq) + body
+    return _pack_header(16, command_id, pdu.status, pdu.seq)
+
+
 def encode_enquire_link(pdu: P.Pdu) -> bytes:
-    return _pack_header(16, P.ENQUIRE_LINK, pdu.status, pdu.seq)
+    return _encode_empty(pdu, P.ENQUIRE_LINK)
 
 
 def encode_enquire_link_resp(pdu: P.Pdu) -> bytes:
-    return _pack_header(16, P.ENQUIRE_LINK_RESP, pdu.status, pdu.seq)
+    return _encode_empty(pdu, P.ENQUIRE_LINK_RESP)
 
 
 # --- decoding --------------------------------------------------------------------------------------------------

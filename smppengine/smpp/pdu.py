@@ -31,7 +31,10 @@ Parameter conventions (encode and decode alike):
   empty body on an error response), and then the missing mandatory fields are absent too.
 * On encode, a missing mandatory field is sent as 0 / empty string (``interface_version`` of a bind defaults
   to 0x34, as in smpplib); a missing TLV is not sent, nor is a TLV C-string/octet-string that is empty.
-* Unknown TLVs (vendor tags, or standard tags that do not belong to the command) are skipped on decode.
+* Unknown TLVs (vendor tags, or standard tags that do not belong to the command) are kept on decode, raw, in
+  ``params["other_tlvs"]`` (:data:`OTHER_TLVS`): a ``dict`` tag → value octets, in arrival order (a repeated
+  tag keeps its last value). On encode, ``other_tlvs`` are sent after the standard TLVs, in dict order,
+  octets exactly as given (empty ones too): the way to send a carrier's own tags (India's DLT 0x1400...).
 * A TLV C-string without its terminating NUL is accepted (real SMSCs send ``receipted_message_id`` that way).
   An integer TLV whose length differs from the standard size is accepted when 1–4 octets long.
 * ``alert_on_message_delivery`` (a zero-length flag TLV) decodes to ``True``; encoding it is not supported
@@ -132,6 +135,9 @@ ESME_RSUBMITFAIL = 0x00000045
 ESME_RTHROTTLED = 0x00000058
 ESME_RINVPARLEN = 0x000000C2
 ESME_RUNKNOWNERR = 0x000000FF
+
+#: the params key of the TLVs a command's table does not name (see the module docstring)
+OTHER_TLVS = "other_tlvs"
 
 _HEADER = struct.Struct(">IIII")
 _U32 = struct.Struct(">I")
@@ -295,6 +301,11 @@ def decode_tlvs(spec: CommandSpec, body: bytes, pos: int, params: dict[str, Any]
                 params[f.name] = body[pos:end]
             else:
                 params[f.name] = True
+        else:
+            other = params.get(OTHER_TLVS)
+            if other is None:
+                other = params[OTHER_TLVS] = {}
+            other[tag] = body[pos:end]
         pos = end
 
 
@@ -378,6 +389,9 @@ def validate_params(spec: CommandSpec, params: Mapping[str, Any]) -> None:
     for name, value in params.items():
         if name == "sm_length":
             continue
+        if name == OTHER_TLVS:
+            validate_other_tlvs(value)
+            continue
         f = spec.by_name.get(name)
         if f is None:
             raise ValueError(f"{spec.name} has no parameter {name!r}")
@@ -413,6 +427,28 @@ def validate_params(spec: CommandSpec, params: Mapping[str, Any]) -> None:
         raise ValueError("short_message and message_payload are mutually exclusive")
 
 
+def validate_other_tlvs(value: Any) -> None:
+    """``other_tlvs`` must be a dict of 16-bit tag → octet string of at most 65535 octets."""
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{OTHER_TLVS} must be a dict of tag -> bytes, not {type(value).__name__}")
+    for tag, raw in value.items():
+        if not isinstance(tag, int) or isinstance(tag, bool) or not 0 <= tag <= 0xFFFF:
+            raise ValueError(f"{OTHER_TLVS}: tag {tag!r} is not a 16-bit integer")
+        if not isinstance(raw, bytes | bytearray):
+            raise ValueError(f"{OTHER_TLVS}: the value of tag 0x{tag:04x} must be bytes, not {type(raw).__name__}")
+        if len(raw) > 0xFFFF:
+            raise ValueError(f"{OTHER_TLVS}: the value of tag 0x{tag:04x} is longer than 65535 octets")
+
+
+def encode_other_tlvs(other: Mapping[int, bytes] | None) -> bytes:
+    """The raw TLVs of ``other_tlvs`` (validated), in dict order."""
+    if not other:
+        return b""
+    return b"".join(_TLV_HEAD.pack(tag, len(raw)) + bytes(raw) for tag, raw in other.items())
+
+
 class _NoSequence:
     """smpplib's make_pdu wants a client with next_sequence(); we set the sequence ourselves."""
 
@@ -428,11 +464,18 @@ _NO_SEQ = _NoSequence()
 def _encode_smpplib(pdu: Pdu, spec: CommandSpec) -> bytes:
     p = _smpp.make_pdu(spec.name, client=_NO_SEQ)
     for name, value in pdu.params.items():
-        if name != "sm_length" and value is not None:
+        if name != "sm_length" and name != OTHER_TLVS and value is not None:
             setattr(p, name, bytes(value) if isinstance(value, bytearray) else value)
     p.sequence = pdu.seq
     p.status = pdu.status
-    return p.generate()
+    return _with_other_tlvs(p.generate(), pdu.params.get(OTHER_TLVS))
+
+
+def _with_other_tlvs(raw: bytes, other: Mapping[int, bytes] | None) -> bytes:
+    if not other:
+        return raw
+    extra = encode_other_tlvs(other)
+    return _U32.pack(len(raw) + len(extra)) + raw[4:] + extra
 
 
 def _encode_outbind(pdu: Pdu) -> bytes:
@@ -442,7 +485,8 @@ def _encode_outbind(pdu: Pdu) -> bytes:
         + pdu.params.get("password", "").encode("latin-1")
         + b"\0"
     )
-    return _HEADER.pack(HEADER_LEN + len(body), OUTBIND, pdu.status, pdu.seq) + body
+    raw = _HEADER.pack(HEADER_LEN + len(body), OUTBIND, pdu.status, pdu.seq) + body
+    return _with_other_tlvs(raw, pdu.params.get(OTHER_TLVS))
 
 
 def encode(pdu: Pdu) -> bytes:
@@ -555,6 +599,7 @@ from smppengine.smpp import fastcodec as _fastcodec  # noqa: E402,F401  (registe
 
 __all__ = [
     "MAX_PDU_LEN",
+    "OTHER_TLVS",
     "HEADER_LEN",
     "COMMAND_IDS",
     "COMMAND_NAMES",
