@@ -50,6 +50,7 @@ __all__ = [
     "Segments",
     "TextEncodingError",
     "build_binary_parts",
+    "binary_parts_info",
     "build_parts",
     "flash_data_coding",
     "parse_udh",
@@ -84,7 +85,7 @@ _MULTI = {
     "sar": {"gsm7": 153, "ucs2": 67, "latin1": 134},
     "udh16": {"gsm7": 152, "ucs2": 66, "latin1": 133},
 }
-_UNIT_NAMES = {"gsm7": "septets", "ucs2": "UTF-16 code units", "latin1": "octets"}
+_UNIT_NAMES = {"gsm7": "septets", "ucs2": "UTF-16 code units", "latin1": "octets", "binary": "octets"}
 
 _GSM_ENCODE_MAP = gsm0338.ENCODE_MAP
 _REPLACEMENT = "\ufffd"
@@ -616,6 +617,15 @@ def parts_info(text: str, encoding: str = "auto", concat: str = "udh") -> PartsI
         per_part = _SINGLE[enc]
     last_units = len(segs.chunks[-1]) // width
     return PartsInfo(enc, segs.data_coding, parts, total_units, per_part, per_part - last_units)
+
+
+def binary_parts_info(data: bytes, udh: bytes = b"", ports: tuple[int, int] | None = None,
+                      concat: str = "udh") -> PartsInfo:
+    """:func:`parts_info` of a binary message (units are octets of data, UDH not counted)."""
+    segs = segment_binary(data, udh, ports, concat)
+    per_part = len(segs.chunks[0]) if len(segs.chunks) > 1 else BINARY_OCTETS - (
+        1 + len(_binary_ies(udh, ports)) if udh or ports else 0)
+    return PartsInfo("binary", DC_BINARY, len(segs.chunks), len(data), per_part, per_part - len(segs.chunks[-1]))
 
 
 def format_parts_info(info: PartsInfo) -> str:

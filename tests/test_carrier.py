@@ -239,3 +239,26 @@ def test_bad_request_fields(fields: dict[str, Any], start: str) -> None:
     # the tlvs and tag a bad tlvs request names (the tag appears in the detail)
     if "tlvs" in fields and start.startswith("tlvs: 0x"):
         assert start[6:12] in d
+
+
+# --- `smppengine parts` --------------------------------------------------------------------------------
+
+
+def test_parts_command_covers_flash_and_binary(capsys: pytest.CaptureFixture[str]) -> None:
+    from smppengine.cli import main
+
+    assert main(["parts", "--json", "--flash", "Код"]) == 0
+    info = orjson.loads(capsys.readouterr().out)
+    assert info["encoding"] == "ucs2" and info["data_coding"] == 0x18 and info["parts"] == 1
+    assert main(["parts", "--json", "--binary", "00" * 300, "--ports", "9200:2948"]) == 0
+    info = orjson.loads(capsys.readouterr().out)
+    assert info == {"encoding": "binary", "data_coding": 4, "parts": 3, "units": 300, "per_part": 128,
+                    "remaining": 84}
+    assert main(["parts", "--binary", "0102", "--udh", "0605040b8423f0"]) == 0
+    assert capsys.readouterr().out.startswith("binary (data_coding 4): 1 part, 2 octets, 133 per part")
+    assert main(["parts", "--flash", "--encoding", "latin1", "hi"]) == 1
+    assert "latin1 cannot carry a message class" in capsys.readouterr().err
+    assert main(["parts", "--binary", "01", "--ports", "1:99999"]) == 1
+    assert "--ports" in capsys.readouterr().err
+    assert main(["parts", "hi", "--ports", "1:2"]) == 1
+    assert "go with --binary" in capsys.readouterr().err
