@@ -10,7 +10,7 @@ A TLV is written as a JSON (or TOML) value, keyed by its tag (``"0x1400"`` or ``
 The engine sends them as ``other_tlvs`` (tag → octets) on every part of a message; see
 :mod:`smppengine.smpp.pdu`. Tags the engine sets itself (:data:`MANAGED`) are refused. On a received
 deliver_sm, :func:`event_tlvs` turns the decoded TLVs back into these forms (``{"hex": ...}`` for tags the
-codec does not know).
+codec does not know, unless :func:`smppengine.smpp.spec.register_vendor_tlv` says what they hold).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .smpp import pdu as P
+from .smpp.spec import VENDOR_TLVS
 
 #: tags the engine sets itself: never taken from a request or the config
 MANAGED: dict[int, str] = {
@@ -136,6 +137,20 @@ def _form(f: P.FieldSpec, value: Any) -> Any:
     return None
 
 
+def _vendor_form(tag: int, raw: bytes) -> dict[str, Any]:
+    """A TLV the codec does not name: as its registered vendor kind when the octets fit it, else hex."""
+    v = VENDOR_TLVS.get(tag)
+    if v is not None:
+        if v.kind == P.INT and len(raw) == v.size:
+            return {"int": int.from_bytes(raw, "big"), "size": v.size}
+        if v.kind == P.STR and raw.endswith(b"\0") and b"\0" not in raw[:-1]:
+            try:
+                return {"cstring": raw[:-1].decode("utf-8")}
+            except UnicodeDecodeError:
+                pass
+    return {"hex": raw.hex()}
+
+
 # (tag key, form builder) per named deliver_sm TLV
 _NAMED: dict[str, tuple[str, P.FieldSpec]] = {
     f.name: (tag_key(f.tag), f) for f in _DELIVER.tlvs if f.tag is not None and f.name not in _SKIP
@@ -156,5 +171,5 @@ def event_tlvs(params: Mapping[str, Any]) -> dict[str, Any] | None:
     if isinstance(other, Mapping):
         for tag, raw in other.items():
             if isinstance(tag, int) and 0 <= tag <= 0xFFFF and isinstance(raw, bytes | bytearray):
-                out[tag_key(tag)] = {"hex": bytes(raw).hex()}
+                out[tag_key(tag)] = _vendor_form(tag, bytes(raw))
     return out or None

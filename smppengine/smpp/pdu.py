@@ -9,9 +9,11 @@ One module owns every byte that crosses an SMPP socket:
 * :func:`encode` turns a :class:`Pdu` into bytes (``ValueError`` for parameters that cannot be encoded —
   a programming error, never a peer's fault).
 
-smpplib 2.2.4 is the reference codec: the field tables below are taken from its command classes, rare
-commands are encoded by smpplib itself, and the hot-path commands go through :mod:`smppengine.smpp.fastcodec`,
-which property tests prove byte-identical to smpplib. Decoding always goes through our own validating parser,
+The field tables come from the declarative table in :mod:`smppengine.smpp.spec` (commands, standard TLVs,
+vendor registry). smpplib 2.2.4 is the reference codec: the tests prove the table equal to its command
+classes, rare commands are encoded by smpplib itself, and the hot-path commands go through
+:mod:`smppengine.smpp.fastcodec`, which property tests prove byte-identical to smpplib.
+Decoding always goes through our own validating parser,
 because smpplib's parser trusts the peer (a C-string without NUL, a truncated body or a short TLV are
 silently mis-parsed, and a known TLV that does not belong to the command raises ``KeyError``); on
 well-formed input the result equals smpplib's ``parse_pdu`` (bytes decoded to ``str`` for C-strings; a
@@ -49,9 +51,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from smpplib import command as _smpp_command
-from smpplib import consts as _smpp_consts
 from smpplib import smpp as _smpp
+
+from smppengine.smpp import spec as _spec
 
 MAX_PDU_LEN: int = 65536
 HEADER_LEN = 16
@@ -186,8 +188,8 @@ class FrameError(Exception):
     """
 
 
-# --- field tables (derived from smpplib's command classes) ----------------------------------------
-INT, STR, OSTR, FLAG = 0, 1, 2, 3
+# --- field tables (from the declarative table in smppengine.smpp.spec) -----------------------------
+INT, STR, OSTR, FLAG = _spec.INT, _spec.STR, _spec.OSTR, _spec.FLAG
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,64 +211,27 @@ class CommandSpec:
     by_name: dict[str, FieldSpec]
 
 
-_SMPPLIB_CLASSES: dict[str, type] = {
-    "bind_transmitter": _smpp_command.BindTransmitter,
-    "bind_transmitter_resp": _smpp_command.BindTransmitterResp,
-    "bind_receiver": _smpp_command.BindReceiver,
-    "bind_receiver_resp": _smpp_command.BindReceiverResp,
-    "bind_transceiver": _smpp_command.BindTransceiver,
-    "bind_transceiver_resp": _smpp_command.BindTransceiverResp,
-    "data_sm": _smpp_command.DataSM,
-    "data_sm_resp": _smpp_command.DataSMResp,
-    "generic_nack": _smpp_command.GenericNAck,
-    "submit_sm": _smpp_command.SubmitSM,
-    "submit_sm_resp": _smpp_command.SubmitSMResp,
-    "deliver_sm": _smpp_command.DeliverSM,
-    "deliver_sm_resp": _smpp_command.DeliverSMResp,
-    "query_sm": _smpp_command.QuerySM,
-    "query_sm_resp": _smpp_command.QuerySMResp,
-    "unbind": _smpp_command.Unbind,
-    "unbind_resp": _smpp_command.UnbindResp,
-    "enquire_link": _smpp_command.EnquireLink,
-    "enquire_link_resp": _smpp_command.EnquireLinkResp,
-    "alert_notification": _smpp_command.AlertNotification,
-}
-
-
-def _field_from_smpplib(cls: type, name: str) -> FieldSpec:
-    p = cls.params[name]  # type: ignore[attr-defined]
-    mandatory_fields = getattr(cls, "mandatory_fields", ())
-    optional = name in _smpp_consts.OPTIONAL_PARAMS and name not in mandatory_fields
-    tag = _smpp_consts.OPTIONAL_PARAMS[name] if optional else None
-    if p.type is int:
-        return FieldSpec(name, INT, p.size, tag)
-    if p.type is str:
-        return FieldSpec(name, STR, getattr(p, "max", getattr(p, "size", 256)), tag)
-    if p.type is _smpp_command.ostr:
-        return FieldSpec(name, OSTR, getattr(p, "max", getattr(p, "size", 0)), tag, getattr(p, "len_field", None))
-    return FieldSpec(name, FLAG, 0, tag)
-
-
-def _make_spec(name: str, fields: list[FieldSpec]) -> CommandSpec:
-    mandatory = tuple(f for f in fields if f.tag is None)
-    tlvs = tuple(f for f in fields if f.tag is not None)
+def _make_spec(d: _spec.CommandDef) -> CommandSpec:
+    mandatory = tuple(FieldSpec(m[0], m[1], m[2], None, m[3] if len(m) > 3 else None)  # type: ignore[misc]
+                      for m in d.mandatory)
+    tlvs = []
+    for name in d.tlvs:
+        t = _spec.TLVS[name]
+        kind, size = d.overrides.get(name, (t.kind, t.size))
+        tlvs.append(FieldSpec(name, kind, size, t.tag))
     return CommandSpec(
-        name=name,
-        command_id=COMMAND_IDS[name],
+        name=d.name,
+        command_id=d.command_id,
         mandatory=mandatory,
-        tlvs=tlvs,
+        tlvs=tuple(tlvs),
         by_tag={f.tag: f for f in tlvs if f.tag is not None},
-        by_name={f.name: f for f in fields},
+        by_name={f.name: f for f in (*mandatory, *tlvs)},
     )
 
 
-SPECS: dict[str, CommandSpec] = {
-    name: _make_spec(name, [_field_from_smpplib(cls, f) for f in cls.params_order])  # type: ignore[attr-defined]
-    for name, cls in _SMPPLIB_CLASSES.items()
-}
-# outbind is not in smpplib; SMPP 3.4, 4.1.7.1.
-SPECS["outbind"] = _make_spec("outbind", [FieldSpec("system_id", STR, 16, None), FieldSpec("password", STR, 9, None)])
+SPECS: dict[str, CommandSpec] = {d.name: _make_spec(d) for d in (*_spec.COMMANDS, _spec.OUTBIND)}
 SPECS_BY_ID: dict[int, CommandSpec] = {s.command_id: s for s in SPECS.values()}
+assert all(COMMAND_IDS[s.name] == s.command_id for s in SPECS.values())
 
 _RESPONSE_OF: dict[str, str] = {
     name: name + "_resp" for name in COMMAND_IDS if not name.endswith("_resp") and name + "_resp" in COMMAND_IDS
