@@ -157,16 +157,18 @@ _NAMED: dict[str, tuple[str, P.FieldSpec]] = {
 }
 
 
+_NAMED_KEYS = frozenset(_NAMED)
+
+
 def event_tlvs(params: Mapping[str, Any]) -> dict[str, Any] | None:
     """The TLVs of a decoded deliver_sm in the request forms, keyed by tag (``message_payload`` excluded);
     None when it has none."""
     out: dict[str, Any] = {}
-    for name, value in params.items():
-        entry = _NAMED.get(name)
-        if entry is not None:
-            form = _form(entry[1], value)
-            if form is not None:
-                out[entry[0]] = form
+    for name in sorted(_NAMED_KEYS.intersection(params)):   # C-level: the usual receipt has two TLVs
+        key, f = _NAMED[name]
+        form = _form(f, params[name])
+        if form is not None:
+            out[key] = form
     other = params.get(P.OTHER_TLVS)
     if isinstance(other, Mapping):
         for tag, raw in other.items():
