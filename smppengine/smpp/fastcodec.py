@@ -302,6 +302,56 @@ def decode_enquire_link_resp(frame: bytes, status: int, seq: int) -> P.Pdu:
     return _decode_empty(frame, status, seq, _ENQ_RESP)
 
 
+# --- every other command: one generic encoder from the table ----------------------------------------------------
+
+_DEFAULTS = {"interface_version": 0x34}   # smpplib's default for a bind that does not say
+
+
+def _make_generic_encoder(spec: P.CommandSpec) -> Callable[[P.Pdu], bytes]:
+    """A table-driven encoder for the commands off the hot path (binds, data_sm, query_sm, unbind...): the
+    mandatory fields in body order (a missing one as 0 / empty, as smpplib does), then the TLVs in the table's
+    emission order, then ``other_tlvs``. Byte-identical to smpplib (tests/test_pdu.py, every command)."""
+    mandatory = spec.mandatory
+    lengths = {f.len_field: f.name for f in mandatory if f.kind == P.OSTR and f.len_field}
+    order, names, emitters = _tlv_table(spec)
+    command_id = spec.command_id
+
+    def encode(pdu: P.Pdu) -> bytes:
+        p = pdu.params
+        g = p.get
+        parts: list[bytes] = []
+        for f in mandatory:
+            v = g(f.name)
+            if f.kind == P.INT:
+                if f.name in lengths:
+                    v = len(g(lengths[f.name]) or b"")
+                elif v is None:
+                    v = _DEFAULTS.get(f.name, 0)
+                parts.append(v.to_bytes(f.size, "big"))
+            elif f.kind == P.STR:
+                parts.append((v or "").encode("latin-1") + b"\0")
+            else:
+                parts.append(bytes(v or b""))
+        for i in sorted(order[k] for k, v in p.items() if v is not None and k in order):
+            chunk = emitters[i](p[names[i]])
+            if chunk:
+                parts.append(chunk)
+        other = g(P.OTHER_TLVS)
+        if other:
+            parts.append(P.encode_other_tlvs(other))
+        body = b"".join(parts)
+        return _pack_header(16 + len(body), command_id, pdu.status, pdu.seq) + body
+
+    encode.__name__ = encode.__qualname__ = f"encode_{spec.name}"
+    return encode
+
+
+GENERIC_ENCODERS: dict[str, Callable[[P.Pdu], bytes]] = {
+    name: _make_generic_encoder(spec) for name, spec in P.SPECS.items()
+    if name not in ("submit_sm", "submit_sm_resp", "deliver_sm", "deliver_sm_resp", "enquire_link",
+                    "enquire_link_resp")
+}
+
 ENCODERS: dict[str, Callable[[P.Pdu], bytes]] = {
     "submit_sm": encode_submit_sm,
     "submit_sm_resp": encode_submit_sm_resp,
@@ -320,4 +370,5 @@ DECODERS: dict[int, Callable[[bytes, int, int], P.Pdu]] = {
 }
 
 P._FAST_ENCODERS.update(ENCODERS)
+P._GENERIC_ENCODERS.update(GENERIC_ENCODERS)
 P._FAST_DECODERS.update(DECODERS)

@@ -10,9 +10,9 @@ One module owns every byte that crosses an SMPP socket:
   a programming error, never a peer's fault).
 
 The field tables come from the declarative table in :mod:`smppengine.smpp.spec` (commands, standard TLVs,
-vendor registry). smpplib 2.2.4 is the reference codec: the tests prove the table equal to its command
-classes, rare commands are encoded by smpplib itself, and the hot-path commands go through
-:mod:`smppengine.smpp.fastcodec`, which property tests prove byte-identical to smpplib.
+vendor registry). smpplib 2.2.4 is the reference codec, in the tests only: they prove the table equal to its
+command classes, and every encoder byte-identical to it. The encoders live in :mod:`smppengine.smpp.fastcodec`:
+the hot-path commands unrolled, every other command through one table-driven encoder.
 Decoding always goes through our own validating parser,
 because smpplib's parser trusts the peer (a C-string without NUL, a truncated body or a short TLV are
 silently mis-parsed, and a known TLV that does not belong to the command raises ``KeyError``); on
@@ -50,8 +50,6 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from smpplib import smpp as _smpp
 
 from smppengine.smpp import spec as _spec
 
@@ -414,46 +412,6 @@ def encode_other_tlvs(other: Mapping[int, bytes] | None) -> bytes:
     return b"".join(_TLV_HEAD.pack(tag, len(raw)) + bytes(raw) for tag, raw in other.items())
 
 
-class _NoSequence:
-    """smpplib's make_pdu wants a client with next_sequence(); we set the sequence ourselves."""
-
-    sequence = 0
-
-    def next_sequence(self) -> int:
-        return 0
-
-
-_NO_SEQ = _NoSequence()
-
-
-def _encode_smpplib(pdu: Pdu, spec: CommandSpec) -> bytes:
-    p = _smpp.make_pdu(spec.name, client=_NO_SEQ)
-    for name, value in pdu.params.items():
-        if name != "sm_length" and name != OTHER_TLVS and value is not None:
-            setattr(p, name, bytes(value) if isinstance(value, bytearray) else value)
-    p.sequence = pdu.seq
-    p.status = pdu.status
-    return _with_other_tlvs(p.generate(), pdu.params.get(OTHER_TLVS))
-
-
-def _with_other_tlvs(raw: bytes, other: Mapping[int, bytes] | None) -> bytes:
-    if not other:
-        return raw
-    extra = encode_other_tlvs(other)
-    return _U32.pack(len(raw) + len(extra)) + raw[4:] + extra
-
-
-def _encode_outbind(pdu: Pdu) -> bytes:
-    body = (
-        pdu.params.get("system_id", "").encode("latin-1")
-        + b"\0"
-        + pdu.params.get("password", "").encode("latin-1")
-        + b"\0"
-    )
-    raw = _HEADER.pack(HEADER_LEN + len(body), OUTBIND, pdu.status, pdu.seq) + body
-    return _with_other_tlvs(raw, pdu.params.get(OTHER_TLVS))
-
-
 def encode(pdu: Pdu) -> bytes:
     """Encode a PDU. ValueError for an unknown command or a parameter that cannot be encoded exactly."""
     spec = SPECS.get(pdu.command)
@@ -467,9 +425,7 @@ def encode(pdu: Pdu) -> bytes:
     fast = _FAST_ENCODERS.get(pdu.command)
     if fast is not None:
         return fast(pdu)
-    if pdu.command == "outbind":
-        return _encode_outbind(pdu)
-    return _encode_smpplib(pdu, spec)
+    return _GENERIC_ENCODERS[pdu.command](pdu)
 
 
 # --- framing --------------------------------------------------------------------------------------
@@ -559,6 +515,7 @@ def next_seq(seq: int) -> int:
 # The fast codec registers itself here (it imports this module, so the import must come last).
 _FAST_ENCODERS: dict[str, Any] = {}
 _FAST_DECODERS: dict[int, Any] = {}
+_GENERIC_ENCODERS: dict[str, Any] = {}
 
 from smppengine.smpp import fastcodec as _fastcodec  # noqa: E402,F401  (registers the hot-path codec)
 
