@@ -151,12 +151,23 @@ def _vendor_form(tag: int, raw: bytes) -> dict[str, Any]:
     return {"hex": raw.hex()}
 
 
-# (tag key, form builder) per named deliver_sm TLV
-_NAMED: dict[str, tuple[str, P.FieldSpec]] = {
-    f.name: (tag_key(f.tag), f) for f in _DELIVER.tlvs if f.tag is not None and f.name not in _SKIP
+def _converter(f: P.FieldSpec) -> Any:
+    """The form builder of one named TLV: the decoder's own type on the fast path, anything else tolerated."""
+    if f.kind == P.INT:
+        limit = 1 << (8 * f.size)
+        size = f.size
+        return lambda v: {"int": v, "size": size} if type(v) is int and 0 <= v < limit else _form(f, v)
+    if f.kind == P.STR:
+        return lambda v: {"cstring": v} if type(v) is str else _form(f, v)
+    if f.kind == P.OSTR:
+        return lambda v: {"hex": v.hex()} if type(v) is bytes else _form(f, v)
+    return lambda v: _form(f, v)
+
+
+# tag key and form builder per named deliver_sm TLV
+_NAMED: dict[str, tuple[str, Any]] = {
+    f.name: (tag_key(f.tag), _converter(f)) for f in _DELIVER.tlvs if f.tag is not None and f.name not in _SKIP
 }
-
-
 _NAMED_KEYS = frozenset(_NAMED)
 
 
@@ -164,9 +175,10 @@ def event_tlvs(params: Mapping[str, Any]) -> dict[str, Any] | None:
     """The TLVs of a decoded deliver_sm in the request forms, keyed by tag (``message_payload`` excluded);
     None when it has none."""
     out: dict[str, Any] = {}
-    for name in sorted(_NAMED_KEYS.intersection(params)):   # C-level: the usual receipt has two TLVs
-        key, f = _NAMED[name]
-        form = _form(f, params[name])
+    names = _NAMED_KEYS.intersection(params)                 # C-level: the usual receipt has two TLVs
+    for name in sorted(names) if len(names) > 1 else names:
+        key, convert = _NAMED[name]
+        form = convert(params[name])
         if form is not None:
             out[key] = form
     other = params.get(P.OTHER_TLVS)
