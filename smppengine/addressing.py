@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 TON_UNKNOWN, TON_INTERNATIONAL, TON_NATIONAL, TON_NETWORK, TON_SUBSCRIBER, TON_ALPHANUMERIC = 0, 1, 2, 3, 4, 5
 NPI_UNKNOWN, NPI_ISDN = 0, 1
 SHORT_CODE_MAX_DIGITS = 8
@@ -30,3 +32,43 @@ def relative_validity(seconds: int | None) -> str:
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     return f"0000{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"
+
+
+MAX_RELATIVE_S = 99 * 86400 + 86399
+
+
+def parse_schedule(value: object) -> float | int:
+    """A request's ``schedule``: a positive number of seconds (int), or an RFC 3339 date-time with a UTC offset
+    (returned as a POSIX timestamp, float). ValueError with the reason otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 < value <= MAX_RELATIVE_S:
+            raise ValueError(f"expected 1..{MAX_RELATIVE_S} seconds (99 days), or an RFC 3339 time")
+        return value
+    if isinstance(value, str):
+        try:
+            if len(value) < 19 or value[10] not in "Tt ":
+                raise ValueError
+            at = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an RFC 3339 time such as 2026-12-24T18:00:00Z") from None
+        if at.tzinfo is None:
+            raise ValueError(f"{value!r} has no UTC offset (add Z or +hh:mm)")
+        if not 2000 <= at.astimezone(UTC).year <= 2099:
+            raise ValueError(f"{value!r} is outside the years 2000-2099 that SMPP time can carry")
+        return at.timestamp()
+    raise ValueError("expected a number of seconds from now, or an RFC 3339 time")
+
+
+def schedule_time(schedule: float | int | None, received_at: float, now: float) -> str:
+    """``schedule_delivery_time`` of a part sent at ``now``: "" when not set or already due; seconds (an int,
+    counted from ``received_at``) as relative time "YYMMDDhhmmss000R" of what remains; a timestamp (float) as
+    absolute UTC time "YYMMDDhhmmsst00+"."""
+    if schedule is None:
+        return ""
+    if isinstance(schedule, int):
+        remaining = round(received_at + schedule - now)
+        return relative_validity(remaining) if remaining > 0 else ""
+    if schedule <= now:
+        return ""
+    at = datetime.fromtimestamp(schedule, UTC)
+    return at.strftime("%y%m%d%H%M%S") + f"{at.microsecond // 100_000}00+"

@@ -87,9 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("path")
 
     parts = sub.add_parser("parts", help="how a text is encoded and how many parts it takes")
-    parts.add_argument("text")
+    parts.add_argument("text", nargs="?", help="the text (or give --binary)")
     parts.add_argument("--encoding", default="auto", choices=list(text.ENCODINGS))
     parts.add_argument("--concat", default="udh", choices=list(text.CONCAT_METHODS))
+    parts.add_argument("--flash", action="store_true", help="message class 0: data_coding 0x10 / 0x18")
+    parts.add_argument("--binary", metavar="HEX", help="8-bit data instead of a text (data_coding 4)")
+    parts.add_argument("--udh", metavar="HEX", help="a UDH (length octet first) in front of --binary")
+    parts.add_argument("--ports", metavar="SRC:DST", help="16-bit application ports (UDH IE 0x05) for --binary")
     parts.add_argument("--json", action="store_true")
 
     for name, helptext in (("trace", "the whole life of one message, from the store"),
@@ -150,8 +154,29 @@ def _parts(args: argparse.Namespace) -> int:
         print("error: empty text: the engine rejects a request whose text is empty", file=sys.stderr)
         return 1
     try:
-        info = text.parts_info(args.text, args.encoding, args.concat)
-    except text.TextEncodingError as exc:
+        if args.binary is not None:
+            if args.text is not None or args.flash:
+                raise ValueError("--binary goes without a text and without --flash")
+            ports = None
+            if args.ports is not None:
+                src, _, dst = args.ports.partition(":")
+                if not (src.isdigit() and dst.isdigit() and int(src) <= 0xFFFF and int(dst) <= 0xFFFF):
+                    raise ValueError(f"--ports: expected SRC:DST with numbers 0-65535, got {args.ports!r}")
+                ports = (int(src), int(dst))
+            try:
+                data, udh = bytes.fromhex(args.binary), bytes.fromhex(args.udh or "")
+            except ValueError:
+                raise ValueError("--binary and --udh take hex digits, two per octet") from None
+            info = text.binary_parts_info(data, udh, ports, args.concat)
+        else:
+            if args.text is None:
+                raise ValueError("give a text, or --binary HEX")
+            if args.udh is not None or args.ports is not None:
+                raise ValueError("--udh and --ports go with --binary")
+            info = text.parts_info(args.text, args.encoding, args.concat)
+            if args.flash:
+                info = dataclasses.replace(info, data_coding=text.flash_data_coding(info.encoding))
+    except ValueError as exc:           # TextEncodingError, a malformed UDH, latin1 with --flash...
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:

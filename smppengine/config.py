@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from smppengine import tlvs as tlv_forms
 from smppengine.smpp.status import STATUS_NAMES, status_code
 
 
@@ -119,6 +120,8 @@ class SmscConfig:
     # per-SMSC overrides of the error class table: command_status -> "transient" | "permanent"
     error_classes: dict[int, str] = field(default_factory=dict)
     senders: tuple[str, ...] = ()      # allowed sender IDs ("from"); () = any (docs/compliance.md)
+    # TLVs sent on every submit_sm: tag key ("0x1402") -> value form (smppengine/tlvs.py)
+    tlvs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -513,7 +516,29 @@ def _parse_smsc(file: str, index: int, data: Any) -> SmscConfig:
         default_alphabet=t.get_choice("default_alphabet", d.default_alphabet, ALPHABETS),
         error_classes=_parse_error_classes(t, error_classes),
         senders=_parse_senders(t),
+        tlvs=_parse_tlvs(t),
     )
+
+
+def _parse_tlvs(t: _Table) -> dict[str, Any]:
+    data = t.raw("tlvs", {})
+    if not isinstance(data, dict):
+        t.fail("tlvs", f'expected a table of tag = value, e.g. tlvs = {{ "0x1402" = "..." }}, got {_show(data)}')
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        where = t.key(f"tlvs.{key}")
+        try:
+            tag = tlv_forms.parse_tag(key)
+            if tag in tlv_forms.MANAGED:
+                raise ValueError(f"set by the engine itself ({tlv_forms.MANAGED[tag]}), not allowed here")
+            tlv_forms.parse_value(value)
+        except ValueError as exc:
+            _fail(t.file, where, str(exc))
+        name = tlv_forms.tag_key(tag)
+        if name in out:
+            _fail(t.file, where, f"the same tag as another key ({name})")
+        out[name] = value
+    return out
 
 
 def _parse_route(file: str, index: int, data: Any, known: tuple[str, ...]) -> RouteConfig:

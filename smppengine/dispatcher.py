@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from . import compliance, logs, text
-from .addressing import address, relative_validity
+from . import compliance, logs, text, tlvs
+from .addressing import address, parse_schedule, relative_validity, schedule_time
 from .compliance import OptOutCache
 from .model import EXPIRED, FAILED, REJECTED, RETRYING, Request, error
 from .retry import RetryPolicy
 from .router import NoRoute, Router
+from .smpp import pdu as P
 from .smpp.client import SmscClient
 from .smpp.session import ResponseTimeout, SessionClosed
 from .smpp.status import PERMANENT, THROTTLE, classify, status_name
@@ -32,6 +33,28 @@ log = structlog.get_logger(__name__)
 
 PartOutcome = tuple[str, dict[str, Any]] | None     # None = OK; else (class, error)
 STOPPED = "stopped"                                  # not sent because the engine is shutting down
+
+
+def _udh(req: Request) -> bytes:
+    return bytes.fromhex(req.udh) if req.udh else b""
+
+
+def _ports(req: Request) -> tuple[int, int] | None:
+    return (int(req.ports["src"]), int(req.ports["dst"])) if req.ports else None
+
+
+def _extra(client: SmscClient, req: Request) -> dict[str, Any]:
+    """What every part of this attempt carries beside its own fields: the carrier's TLVs (the SMSC's, a
+    request's value replacing the SMSC's for the same tag) and the schedule_delivery_time."""
+    extra: dict[str, Any] = {}
+    other = tlvs.to_raw(client.cfg.tlvs)
+    if req.tlvs:
+        other.update(tlvs.to_raw(req.tlvs))
+    if other:
+        extra[P.OTHER_TLVS] = other
+    if req.schedule is not None:
+        extra["schedule_delivery_time"] = schedule_time(parse_schedule(req.schedule), req.received_at, time.time())
+    return extra
 
 
 class Dispatcher:
@@ -195,9 +218,15 @@ class Dispatcher:
             await self.store.finish(req.id, EXPIRED, error("ttl_expired", None, "not submitted within the ttl"))
             return
         try:
-            segments = text.segment(req.text, req.encoding, client.cfg.concat)
+            if req.binary is None:
+                segments = text.segment(req.text, req.encoding, client.cfg.concat)
+                data_coding = text.flash_data_coding(segments.encoding) if req.flash else segments.data_coding
+            else:
+                segments = text.segment_binary(bytes.fromhex(req.binary), _udh(req), _ports(req), client.cfg.concat)
+                data_coding = segments.data_coding
         except ValueError as exc:      # TextEncodingError, MessageTooLongError (e.g. payload over 64 KiB)
-            await self.store.finish(req.id, REJECTED, error("invalid_request", None, f"text: {exc}"))
+            field = "text" if req.binary is None else "binary"
+            await self.store.finish(req.id, REJECTED, error("invalid_request", None, f"{field}: {exc}"))
             return
         # One part on a store of one instance: nothing is written before the submit. The attempt is recorded
         # with the part's OK resp (store.submitted_one: one operation per message), or, when the attempt
@@ -218,9 +247,13 @@ class Dispatcher:
             log.warning("dispatch_dropped", msg_id=req.id, reason="not owned")
             return
         a.smsc, a.attempt = client.name, attempt
-        parts = text.build_parts(segments, client.cfg.concat, ref)
+        if req.binary is None:
+            parts = text.build_parts(segments, client.cfg.concat, ref)
+        else:
+            parts = text.build_binary_parts(segments, _udh(req), _ports(req), client.cfg.concat, ref)
+        extra = _extra(client, req) if client.cfg.tlvs or req.tlvs or req.schedule is not None else None
         todo = [i for i in range(len(parts)) if i not in a.submitted]
-        sends = [self._send_part(client, a, i, self._params(client, req, parts[i], segments.data_coding), one)
+        sends = [self._send_part(client, a, i, self._params(client, req, parts[i], data_coding, extra), one)
                  for i in todo]
         # the usual single part is awaited directly: gather would wrap it in a task
         outcomes = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
@@ -272,7 +305,8 @@ class Dispatcher:
         return None                                     # shutting down
 
     @staticmethod
-    def _params(client: SmscClient, req: Request, part: text.PartSpec, data_coding: int) -> dict[str, Any]:
+    def _params(client: SmscClient, req: Request, part: text.PartSpec, data_coding: int,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
         src, src_ton, src_npi = address(req.sender or client.cfg.default_from)
         dst, dst_ton, dst_npi = address(req.to)
         params: dict[str, Any] = {
@@ -284,6 +318,8 @@ class Dispatcher:
             "data_coding": data_coding, "sm_default_msg_id": 0, "short_message": part.short_message,
         }
         params.update(part.tlvs)
+        if extra:
+            params.update(extra)
         return params
 
     async def _send_part(self, client: SmscClient, a: Active, idx: int, params: dict[str, Any],

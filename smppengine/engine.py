@@ -29,6 +29,7 @@ from .smpp import pdu as P
 from .smpp.client import SmscClient
 from .smpp.session import Session
 from .store import Active, Store, StoreError, open_store
+from .tlvs import event_tlvs
 
 log = structlog.get_logger(__name__)
 
@@ -272,7 +273,8 @@ class Engine:
             concat = None
         msg = await self.store.mo(smsc.name, str(params.get("source_addr", "")),
                                   str(params.get("destination_addr", "")), data, int(params.get("data_coding", 0)),
-                                  concat, smsc.default_alphabet, self.config.compliance)
+                                  concat, smsc.default_alphabet, self.config.compliance,
+                                  tlvs=event_tlvs(params))
         self.counters["mo"] += 1
         self.metrics.mo.labels(smsc.name).inc()
         if msg is not None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from . import text
+from . import text, tlvs
+from .addressing import parse_schedule
 from .compliance import CONFIRM_PREFIX
 from .model import Rejection, Request
 
@@ -19,6 +20,8 @@ _ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 _TO = re.compile(r"\+?[0-9]{1,20}")
 _NUMERIC_FROM = re.compile(r"\+?[0-9]{1,20}")
 _ALNUM_FROM = re.compile(r"[A-Za-z0-9 .\-_&]{1,11}")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_CARRIER_FIELDS = frozenset({"binary", "udh", "ports", "flash", "schedule", "tlvs"})
 
 
 def valid_sender(sender: str) -> bool:
@@ -62,9 +65,16 @@ def parse_request(payload: bytes, now: float | None = None) -> Request | Rejecti
     if not isinstance(to, str) or not _TO.fullmatch(to):
         return reject("to: expected an optional '+' then 1-20 digits")
     body = doc.get("text")
-    if body is None:
+    binary = doc.get("binary")
+    if binary is not None:
+        if body is not None:
+            return reject("binary: text and binary are mutually exclusive")
+        if "encoding" in doc:
+            return reject("encoding: not used with binary (sent as 8-bit data, data_coding 4)")
+        body = ""
+    elif body is None:
         return reject("text: required field missing")
-    if not isinstance(body, str) or body == "":
+    elif not isinstance(body, str) or body == "":
         return reject("text: expected a non-empty string")
     sender = doc.get("from")
     if sender is not None and (not isinstance(sender, str) or not valid_sender(sender)):
@@ -72,10 +82,21 @@ def parse_request(payload: bytes, now: float | None = None) -> Request | Rejecti
     encoding = doc.get("encoding", "auto")
     if encoding not in text.ENCODINGS:
         return reject(f"encoding: expected one of {', '.join(text.ENCODINGS)}")
-    try:
-        text.segment(body, encoding)   # characters that do not fit the encoding, or over 255 parts
-    except ValueError as exc:
-        return reject(f"text: {exc}")
+    carrier: dict[str, Any] = {}
+    resolved = ""
+    if binary is None:
+        try:
+            # characters that do not fit the encoding, or over 255 parts
+            resolved = text.segment(body, encoding).encoding
+        except ValueError as exc:
+            return reject(f"text: {exc}")
+        for name in ("udh", "ports"):
+            if doc.get(name) is not None:
+                return reject(f"{name}: only with binary (a hex string of the octets to send)")
+    if not _CARRIER_FIELDS.isdisjoint(doc):
+        problem = _carrier_fields(doc, resolved, carrier)
+        if problem:
+            return reject(problem)
     dlr = doc.get("dlr", True)
     if not isinstance(dlr, bool):
         return reject("dlr: expected true or false")
@@ -98,5 +119,64 @@ def parse_request(payload: bytes, now: float | None = None) -> Request | Rejecti
             return reject("meta: over 4 KiB serialised")
     return Request(
         id=msg_id, to=to, text=body, sender=sender, encoding=encoding, dlr=dlr, validity=validity, ttl=ttl,
-        route=route, priority=priority, meta=meta, received_at=time.time() if now is None else now,
+        route=route, priority=priority, meta=meta, received_at=time.time() if now is None else now, **carrier,
     )
+
+
+def _carrier_fields(doc: dict[str, Any], encoding: str, out: dict[str, Any]) -> str | None:
+    """Check binary/udh/ports/flash/schedule/tlvs; fill ``out`` with the Request fields; the detail of the
+    first problem, or None. ``encoding``: the text's resolved encoding ("" with binary)."""
+    binary = doc.get("binary")
+    if binary is not None:
+        if not isinstance(binary, str) or not _HEX.fullmatch(binary):
+            return "binary: expected a non-empty string of hex digits (two per octet)"
+        udh = doc.get("udh")
+        if udh is not None and (not isinstance(udh, str) or not _HEX.fullmatch(udh)):
+            return "udh: expected a string of hex digits, the length octet first (e.g. 0605040b8423f0)"
+        ports = doc.get("ports")
+        port_pair: tuple[int, int] | None = None
+        if ports is not None:
+            if (not isinstance(ports, dict) or set(ports) != {"src", "dst"}
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0xFFFF
+                               for v in ports.values())):
+                return 'ports: expected {"src": N, "dst": N} with N 0-65535'
+            port_pair = (ports["src"], ports["dst"])
+        raw_udh = bytes.fromhex(udh) if udh else b""
+        if raw_udh:
+            try:
+                text.parse_udh(raw_udh)
+            except ValueError as exc:
+                return f"udh: {exc}"
+        try:
+            text.segment_binary(bytes.fromhex(binary), raw_udh, port_pair)
+        except ValueError as exc:
+            return f"binary: {exc}"
+        out.update(binary=binary.lower(), udh=udh.lower() if udh else None, ports=ports)
+    flash = doc.get("flash")
+    if flash is not None:
+        if not isinstance(flash, bool):
+            return "flash: expected true or false"
+        if flash:
+            if binary is not None:
+                return "flash: only for text messages, not binary"
+            try:
+                text.flash_data_coding(encoding)
+            except ValueError as exc:
+                return f"flash: {exc}"
+            out["flash"] = True
+    schedule = doc.get("schedule")
+    if schedule is not None:
+        try:
+            parse_schedule(schedule)
+        except ValueError as exc:
+            return f"schedule: {exc}"
+        out["schedule"] = schedule
+    given = doc.get("tlvs")
+    if given is not None:
+        try:
+            forms = tlvs.parse_tlvs(given)
+        except ValueError as exc:
+            return f"tlvs: {exc}"
+        if forms:
+            out["tlvs"] = forms
+    return None

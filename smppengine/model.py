@@ -35,13 +35,26 @@ class Request:
     priority: int = 0
     meta: dict[str, Any] | None = None
     received_at: float = field(default_factory=time.time)
+    # carrier features (docs/mqtt-api.md); stored only when set, so older stored requests load unchanged
+    tlvs: dict[str, Any] | None = None       # tag key ("0x1400") -> value form (tlvs.py)
+    flash: bool = False                      # message class 0
+    binary: str | None = None                # hex octets instead of text (text is then "")
+    udh: str | None = None                   # hex UDH put in front of binary
+    ports: dict[str, int] | None = None      # {"src": N, "dst": N}: 16-bit application port IE
+    schedule: int | str | None = None        # seconds from received_at, or an RFC 3339 time
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        d = {
             "id": self.id, "to": self.to, "text": self.text, "from": self.sender, "encoding": self.encoding,
             "dlr": self.dlr, "validity": self.validity, "ttl": self.ttl, "route": self.route,
             "priority": self.priority, "meta": self.meta, "received_at": self.received_at,
         }
+        if self.tlvs is not None or self.flash or self.binary is not None or self.schedule is not None:
+            for k in _OPTIONAL:
+                v = getattr(self, k)
+                if v is not None and v is not False:
+                    d[k] = v
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Request:
@@ -49,7 +62,12 @@ class Request:
             id=d["id"], to=d["to"], text=d["text"], sender=d.get("from"), encoding=d.get("encoding", "auto"),
             dlr=d.get("dlr", True), validity=d.get("validity"), ttl=d.get("ttl"), route=d.get("route"),
             priority=d.get("priority", 0), meta=d.get("meta"), received_at=d.get("received_at", 0.0),
+            tlvs=d.get("tlvs"), flash=d.get("flash", False), binary=d.get("binary"), udh=d.get("udh"),
+            ports=d.get("ports"), schedule=d.get("schedule"),
         )
+
+
+_OPTIONAL = ("tlvs", "flash", "binary", "udh", "ports", "schedule")
 
 
 @dataclass(slots=True)

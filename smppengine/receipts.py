@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .tlvs import event_tlvs
+
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
@@ -24,6 +26,8 @@ class Receipt:
     done_date: str | None
     text: str | None           # the receipt's text: field; None when absent
     network_error_code: bytes | None
+    # every TLV of the deliver_sm but message_payload, in the request forms keyed by tag (smppengine/tlvs.py)
+    tlvs: dict[str, Any] | None = None
 
 
 # receipt stat -> contract state (ENROUTE / ACCEPTD are intermediate, not final)
@@ -238,6 +242,7 @@ def parse_receipt(short_message: bytes, tlvs: Mapping[str, Any]) -> Receipt:
         done_date=date("done_date"),
         text=receipt_text,
         network_error_code=_tlv_bytes(tlvs.get("network_error_code")),
+        tlvs=event_tlvs(tlvs),
     )
 
 

@@ -2,7 +2,7 @@
 
 ``plan(old, new)`` decides, per SMSC, whether it is added, removed, rebound (a setting of the
 connection changed: stop the old client after it drained, start a new one) or updated in place (only
-settings that take effect without a new bind: tps, error_classes, default_from). Routes, retry
+settings that take effect without a new bind: tps, error_classes, default_from, senders, tlvs). Routes, retry
 policy, default_ttl and the log level apply at once. ``[engine] instance/store``, ``[mqtt]`` and
 ``[http]`` need a restart: they are listed in ``restart_needed`` and the running values are kept.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .config import Config, SmscConfig
 
 # SmscConfig fields that apply to a running client without rebinding.
-LIVE_SMSC_FIELDS = frozenset({"tps", "error_classes", "default_from", "senders"})
+LIVE_SMSC_FIELDS = frozenset({"tps", "error_classes", "default_from", "senders", "tlvs"})
 
 
 @dataclass(frozen=True)

@@ -24,41 +24,40 @@ from typing import Any
 
 import structlog
 
-from smppengine.smpp.pdu import FrameError, Pdu, PduError, decode, encode, generic_nack, next_seq, read_frame
+from smppengine.receipts import MESSAGE_STATES as RECEIPT_STATES
+from smppengine.smpp import pdu as P
+from smppengine.smpp.fastcodec import encode_deliver_sm as _encode_deliver_sm
+from smppengine.smpp.pdu import (
+    ESME_RALYBND,
+    ESME_RINVBNDSTS,
+    ESME_RINVCMDID,
+    ESME_RINVPASWD,
+    ESME_ROK,
+    ESME_RSYSERR,
+    ESME_RTHROTTLED,
+    FrameError,
+    Pdu,
+    PduError,
+    decode,
+    encode,
+    generic_nack,
+    next_seq,
+    read_frame,
+)
 
 log = structlog.get_logger(__name__)
 
-# command ids (SMPP 3.4 §5.1.2.1)
-_CMD_SUBMIT_SM = 0x00000004
-_CMD_SUBMIT_SM_RESP = 0x80000004
-_CMD_DELIVER_SM_RESP = 0x80000005
-_CMD_UNBIND = 0x00000006
-_CMD_UNBIND_RESP = 0x80000006
-_CMD_ENQUIRE_LINK = 0x00000015
-_CMD_ENQUIRE_LINK_RESP = 0x80000015
-_CMD_GENERIC_NACK = 0x80000000
-
-# command_status values used here
-ESME_ROK = 0x00
-ESME_RINVMSGLEN = 0x01
-ESME_RINVCMDID = 0x03
-ESME_RINVBNDSTS = 0x04
-ESME_RALYBND = 0x05
-ESME_RSYSERR = 0x08
-ESME_RINVPASWD = 0x0E
-ESME_RTHROTTLED = 0x58
+# command ids and command_status values: the engine's codec tables (smppengine/smpp/pdu.py)
+_CMD_SUBMIT_SM_RESP = P.SUBMIT_SM_RESP
+_CMD_DELIVER_SM_RESP = P.DELIVER_SM_RESP
+_CMD_UNBIND = P.UNBIND
+_CMD_UNBIND_RESP = P.UNBIND_RESP
+_CMD_ENQUIRE_LINK = P.ENQUIRE_LINK
+_CMD_ENQUIRE_LINK_RESP = P.ENQUIRE_LINK_RESP
+_CMD_GENERIC_NACK = P.GENERIC_NACK
 
 #: receipt ``stat:`` word → message_state TLV value (SMPP 3.4 §5.2.28)
-MESSAGE_STATES: dict[str, int] = {
-    "ENROUTE": 1,
-    "DELIVRD": 2,
-    "EXPIRED": 3,
-    "DELETED": 4,
-    "UNDELIV": 5,
-    "ACCEPTD": 6,
-    "UNKNOWN": 7,
-    "REJECTD": 8,
-}
+MESSAGE_STATES: dict[str, int] = {stat: value for value, stat in RECEIPT_STATES.items()}
 
 _HEADER = struct.Struct(">IIII")
 _DRAIN_ABOVE = 256 * 1024  # bytes buffered in a transport before the reader awaits drain()
@@ -103,12 +102,44 @@ class SubmitRecord:
     priority_flag: int
     validity_period: str
     short_message: bytes
-    tlvs: dict[str, Any]
+    tlvs: dict[str, Any]  # standard TLVs by name; others by tag ("0x1400") with their octets
     status: int  # command_status answered; -1 when the response was dropped (drop_responses)
+    schedule_delivery_time: str = ""
+
+    @property
+    def udh(self) -> bytes:
+        """The user data header (length octet first) when esm_class has UDHI, else b""."""
+        sm = self.short_message
+        if not self.esm_class & 0x40 or not sm or 1 + sm[0] > len(sm):
+            return b""
+        return sm[: 1 + sm[0]]
+
+    @property
+    def user_data(self) -> bytes:
+        """short_message without its UDH."""
+        return self.short_message[len(self.udh):]
+
+    @property
+    def ports(self) -> tuple[int, int] | None:
+        """(source, destination) of the 16-bit application port IE (0x05) in the UDH, else None."""
+        udh, i = self.udh, 1
+        while i + 1 < len(udh):
+            iei, iel = udh[i], udh[i + 1]
+            if iei == 0x05 and iel == 4 and i + 6 <= len(udh):
+                return int.from_bytes(udh[i + 4 : i + 6], "big"), int.from_bytes(udh[i + 2 : i + 4], "big")
+            i += 2 + iel
+        return None
+
+    @property
+    def flash(self) -> bool:
+        """Message class 0: data_coding 0x10-0x1F or 0xF0-0xFF with class bits 00."""
+        dc = self.data_coding
+        return (0x10 <= dc <= 0x1F or dc >= 0xF0) and dc & 0x03 == 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (bytes as hex)."""
         tlvs = {k: (v.hex() if isinstance(v, bytes | bytearray) else v) for k, v in self.tlvs.items()}
+        ports = self.ports
         return {
             "system_id": self.system_id,
             "session_id": self.session_id,
@@ -129,6 +160,10 @@ class SubmitRecord:
             "short_message": self.short_message.hex(),
             "tlvs": tlvs,
             "status": self.status,
+            "schedule_delivery_time": self.schedule_delivery_time,
+            "udh": self.udh.hex(),
+            "ports": None if ports is None else {"src": ports[0], "dst": ports[1]},
+            "flash": self.flash,
         }
 
 
@@ -246,53 +281,12 @@ def _receipt_excerpt(short_message: bytes, esm_class: int, data_coding: int) -> 
     return "".join(c if " " <= c <= "~" else "?" for c in chars).encode("ascii")
 
 
-_B = struct.Struct(">B")
-
-
-def encode_deliver_sm(seq: int, params: dict[str, Any]) -> bytes:
-    """A struct encoder for the receipts' deliver_sm (the tests prove it byte-identical to ``pdu.encode``).
-
-    Supports the mandatory fields plus the ``message_state`` and ``receipted_message_id`` TLVs, emitted in
-    smpplib's order; anything else goes through ``pdu.encode``.
-    """
-    if not params.keys() <= _FAST_DELIVER_KEYS:
-        return encode(Pdu(command="deliver_sm", seq=seq, params=params))
-    g = params.get
-    sm: bytes = g("short_message") or b""
-    parts = [
-        (g("service_type") or "").encode("latin-1"), b"\0",
-        bytes((g("source_addr_ton") or 0, g("source_addr_npi") or 0)),
-        (g("source_addr") or "").encode("latin-1"), b"\0",
-        bytes((g("dest_addr_ton") or 0, g("dest_addr_npi") or 0)),
-        (g("destination_addr") or "").encode("latin-1"), b"\0",
-        bytes((g("esm_class") or 0, g("protocol_id") or 0, g("priority_flag") or 0)),
-        (g("schedule_delivery_time") or "").encode("latin-1"), b"\0",
-        (g("validity_period") or "").encode("latin-1"), b"\0",
-        bytes((
-            g("registered_delivery") or 0, g("replace_if_present_flag") or 0, g("data_coding") or 0,
-            g("sm_default_msg_id") or 0, len(sm),
-        )),
-        sm,
-    ]
-    state = g("message_state")
-    if state is not None:
-        parts.append(b"\x04\x27\x00\x01" + _B.pack(state))
-    rid = g("receipted_message_id")
-    if rid:
-        raw = rid.encode("ascii") + b"\0"
-        parts.append(b"\x00\x1e" + len(raw).to_bytes(2, "big") + raw)
-    body = b"".join(parts)
-    return _HEADER.pack(16 + len(body), 0x00000005, 0, seq) + body
-
-
-_FAST_DELIVER_KEYS = frozenset(
-    {
-        "service_type", "source_addr_ton", "source_addr_npi", "source_addr", "dest_addr_ton", "dest_addr_npi",
-        "destination_addr", "esm_class", "protocol_id", "priority_flag", "schedule_delivery_time",
-        "validity_period", "registered_delivery", "replace_if_present_flag", "data_coding", "sm_default_msg_id",
-        "short_message", "message_state", "receipted_message_id",
-    }
-)
+def _recorded_tlvs(p: dict[str, Any]) -> dict[str, Any]:
+    """The TLVs of a submit_sm: standard ones by name, the others by tag key ("0x1400") → octets."""
+    out = {k: v for k, v in p.items() if k not in _MANDATORY and k != P.OTHER_TLVS}
+    for tag, raw in (p.get(P.OTHER_TLVS) or {}).items():
+        out[f"0x{tag:04x}"] = raw
+    return out
 
 
 def _format_id(n: int, fmt: str) -> str:
@@ -337,6 +331,9 @@ class Simulator:
         self.receipt_delay = receipt_delay
         self.receipt_stat = receipt_stat
         self.receipt_tlvs = receipt_tlvs
+        # more TLVs on every receipt's deliver_sm: params by name (network_error_code=b"...") and/or
+        # other_tlvs={tag: octets} (vendor tags); see set_receipt
+        self.receipt_extra_tlvs: dict[str, Any] = {}
         self.receipt_resp_timeout = receipt_resp_timeout
         self.receipt_retry_s = receipt_retry_s
         self.enquire_link_s = enquire_link_s
@@ -627,7 +624,11 @@ class Simulator:
         delay: float | None = None,
         id_format: str | None = None,
         tlvs: bool | None = None,
+        extra_tlvs: dict[str, Any] | None = None,
     ) -> None:
+        if extra_tlvs is not None:
+            encode(Pdu("deliver_sm", 1, 0, dict(extra_tlvs)))   # ValueError now, not at the first receipt
+            self.receipt_extra_tlvs = dict(extra_tlvs)
         if stat is not None:
             self._check_stat(stat)
             self.receipt_stat = stat
@@ -963,8 +964,9 @@ class Simulator:
                     priority_flag=int(p.get("priority_flag", 0) or 0),
                     validity_period=str(p.get("validity_period", "") or ""),
                     short_message=bytes(short_message),
-                    tlvs={k: v for k, v in p.items() if k not in _MANDATORY},
+                    tlvs=_recorded_tlvs(p),
                     status=status,
+                    schedule_delivery_time=str(p.get("schedule_delivery_time", "") or ""),
                 )
             )
         if respond:
@@ -1076,12 +1078,14 @@ class Simulator:
         if r.tlvs:
             params["receipted_message_id"] = r.message_id
             params["message_state"] = MESSAGE_STATES[r.stat]
+        if self.receipt_extra_tlvs:
+            params.update(self.receipt_extra_tlvs)
         seq = sess.next_seq()
         r.attempts += 1
         sess.outstanding[seq] = r
         loop = asyncio.get_running_loop()
         r.timer = loop.call_later(self.receipt_resp_timeout, self._receipt_timeout, sess, seq)
-        sess.write(encode_deliver_sm(seq, params))
+        sess.write(_encode_deliver_sm(Pdu("deliver_sm", seq, 0, params)))  # our own params: no validation
         self.receipts_sent += 1
 
     def _flush_receipts(self, system_id: str) -> None:

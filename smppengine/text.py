@@ -12,6 +12,11 @@ ucs2         70           67           66
 latin1       140          134          133
 ===========  ===========  ===========  =============
 
+Binary messages (:func:`segment_binary`, :func:`build_binary_parts`): octets as given, data_coding 4, an
+optional user data header (the caller's IEs, the 16-bit application port IE 0x05) in front; 140 octets per
+part, UDH included; longer ones split with the concatenation IE (8-bit, or 16-bit for ``udh16``) beside the
+other IEs in every part.
+
 ``payload`` never splits: one chunk of any length (up to the 65535-octet message_payload TLV).
 A split never separates an escape pair (ESC + code) or a UTF-16 surrogate pair, so decoding each
 chunk on its own and joining the results gives back the original text.
@@ -44,7 +49,12 @@ __all__ = [
     "Reassembler",
     "Segments",
     "TextEncodingError",
+    "build_binary_parts",
+    "binary_parts_info",
     "build_parts",
+    "flash_data_coding",
+    "parse_udh",
+    "segment_binary",
     "decode",
     "format_parts_info",
     "parts_info",
@@ -75,7 +85,7 @@ _MULTI = {
     "sar": {"gsm7": 153, "ucs2": 67, "latin1": 134},
     "udh16": {"gsm7": 152, "ucs2": 66, "latin1": 133},
 }
-_UNIT_NAMES = {"gsm7": "septets", "ucs2": "UTF-16 code units", "latin1": "octets"}
+_UNIT_NAMES = {"gsm7": "septets", "ucs2": "UTF-16 code units", "latin1": "octets", "binary": "octets"}
 
 _GSM_ENCODE_MAP = gsm0338.ENCODE_MAP
 _REPLACEMENT = "\ufffd"
@@ -300,6 +310,112 @@ class ConcatRefs:
         return len(self._last)
 
 
+# ------------------------------------------------------------------------------------- flash, binary
+
+#: message class 0 ("flash") data_coding by resolved encoding (general data coding group, class 0)
+_FLASH = {"gsm7": 0x10, "ucs2": 0x18}
+#: octets of user data per part (UDH included)
+BINARY_OCTETS = 140
+_CONCAT_IES = (0x00, 0x08)
+_PORT_IES = (0x04, 0x05)
+
+
+def flash_data_coding(encoding: str) -> int:
+    """data_coding of a class 0 (flash) message in the resolved ``encoding``; ValueError for Latin-1, which
+    has no data coding with a message class."""
+    dc = _FLASH.get(encoding)
+    if dc is None:
+        raise ValueError(f"{encoding} cannot carry a message class: a flash message must be gsm7 or ucs2 "
+                         "(data_coding 0x10 or 0x18)")
+    return dc
+
+
+def parse_udh(udh: bytes) -> list[tuple[int, bytes]]:
+    """The information elements of a whole UDH (length octet first); ValueError when malformed."""
+    if not udh:
+        raise ValueError("empty UDH")
+    if udh[0] != len(udh) - 1:
+        raise ValueError(f"the first octet (UDH length) is {udh[0]}, but {len(udh) - 1} octets follow it")
+    ies: list[tuple[int, bytes]] = []
+    i, n = 1, len(udh)
+    while i < n:
+        if i + 2 > n:
+            raise ValueError(f"information element at octet {i} is cut short")
+        iei, iel = udh[i], udh[i + 1]
+        if i + 2 + iel > n:
+            raise ValueError(f"information element 0x{iei:02x} at octet {i} overruns the UDH")
+        ies.append((iei, udh[i + 2 : i + 2 + iel]))
+        i += 2 + iel
+    return ies
+
+
+def _port_ie(ports: tuple[int, int]) -> bytes:
+    src, dst = ports
+    return bytes((0x05, 4)) + dst.to_bytes(2, "big") + src.to_bytes(2, "big")
+
+
+def _binary_ies(udh: bytes, ports: tuple[int, int] | None) -> bytes:
+    """The caller's IEs (without the length octet) and the port IE."""
+    body = b""
+    if udh:
+        ies = parse_udh(udh)
+        if ports is not None and any(iei in _PORT_IES for iei, _ in ies):
+            raise ValueError("the udh already has an application port IE; do not give ports as well")
+        body = udh[1:]
+    if ports is not None:
+        body += _port_ie(ports)
+    return body
+
+
+def segment_binary(data: bytes, udh: bytes = b"", ports: tuple[int, int] | None = None,
+                   concat: str = "udh") -> Segments:
+    """Split binary ``data`` into the chunks of its parts (no UDH): one part when the UDH (the caller's IEs
+    and the port IE) and the data fit 140 octets, else parts that leave room for the concatenation IE
+    (16-bit reference with ``concat`` "udh16", else 8-bit; binary always concatenates in the UDH).
+
+    Raises ValueError (malformed UDH, a UDH with its own concatenation IE that needs splitting, too long for
+    255 parts, nothing to send).
+    """
+    if not data:
+        raise ValueError("binary: nothing to send")
+    ies = _binary_ies(udh, ports)
+    head = 1 + len(ies) if ies else 0
+    if head + len(data) <= BINARY_OCTETS:
+        return Segments("binary", DC_BINARY, (bytes(data),))
+    if udh and any(iei in _CONCAT_IES for iei, _ in parse_udh(udh)):
+        raise ValueError(f"the udh has its own concatenation IE, so the message must fit one part: "
+                         f"{head + len(data)} octets, over {BINARY_OCTETS}")
+    step = BINARY_OCTETS - (1 + len(ies) + (6 if concat == "udh16" else 5))
+    if step <= 0:
+        raise ValueError("the udh leaves no room for data beside the concatenation IE")
+    chunks = tuple(bytes(data[i : i + step]) for i in range(0, len(data), step))
+    if len(chunks) > MAX_PARTS:
+        raise ValueError(f"binary too long: {len(data)} octets, {len(chunks)} parts, over the maximum of "
+                         f"{MAX_PARTS}")
+    return Segments("binary", DC_BINARY, chunks)
+
+
+def build_binary_parts(segments: Segments, udh: bytes, ports: tuple[int, int] | None, concat: str,
+                       ref: int) -> list[PartSpec]:
+    """The submit_sm body of each part of a binary message (:func:`segment_binary`)."""
+    ies = _binary_ies(udh, ports)
+    chunks = segments.chunks
+    total = len(chunks)
+    if total == 1:
+        if not ies:
+            return [PartSpec(chunks[0], 0, {})]
+        return [PartSpec(bytes((len(ies),)) + ies + chunks[0], 0x40, {})]
+    out: list[PartSpec] = []
+    for seq, chunk in enumerate(chunks, 1):
+        if concat == "udh16":
+            cie = bytes((0x08, 4, (ref >> 8) & 0xFF, ref & 0xFF, total, seq))
+        else:
+            cie = bytes((0x00, 3, ref & 0xFF, total, seq))
+        head = cie + ies
+        out.append(PartSpec(bytes((len(head),)) + head + chunk, 0x40, {}))
+    return out
+
+
 # ------------------------------------------------------------------------------------------- decoding
 
 
@@ -501,6 +617,15 @@ def parts_info(text: str, encoding: str = "auto", concat: str = "udh") -> PartsI
         per_part = _SINGLE[enc]
     last_units = len(segs.chunks[-1]) // width
     return PartsInfo(enc, segs.data_coding, parts, total_units, per_part, per_part - last_units)
+
+
+def binary_parts_info(data: bytes, udh: bytes = b"", ports: tuple[int, int] | None = None,
+                      concat: str = "udh") -> PartsInfo:
+    """:func:`parts_info` of a binary message (units are octets of data, UDH not counted)."""
+    segs = segment_binary(data, udh, ports, concat)
+    per_part = len(segs.chunks[0]) if len(segs.chunks) > 1 else BINARY_OCTETS - (
+        1 + len(_binary_ies(udh, ports)) if udh or ports else 0)
+    return PartsInfo("binary", DC_BINARY, len(segs.chunks), len(data), per_part, per_part - len(segs.chunks[-1]))
 
 
 def format_parts_info(info: PartsInfo) -> str:

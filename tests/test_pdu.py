@@ -398,14 +398,39 @@ def test_deliver_sm_tlv_variants_from_real_smscs() -> None:
     assert (p["sar_msg_ref_num"], p["sar_total_segments"], p["sar_segment_seqnum"]) == (7, 2, 1)
     assert p["message_state"] == 2
     assert p["short_message"] == b""
+    assert p["other_tlvs"] == {0x1400: b"vendor stuff", 0xFFFF: b""}
 
 
-def test_known_tlv_foreign_to_command_is_ignored() -> None:
-    # smpplib raises KeyError for this; receipted_message_id does not belong to enquire_link/submit_sm_resp.
+def test_known_tlv_foreign_to_command_is_kept_raw() -> None:
+    # smpplib raises KeyError for this; receipted_message_id does not belong to enquire_link/submit_sm_resp:
+    # such TLVs (and vendor ones) are kept, raw, in other_tlvs, and re-encode to the same bytes.
     raw = frame(P.ENQUIRE_LINK, tlv(0x001E, b"x\0"), seq=3)
-    assert decode(raw) == Pdu("enquire_link", 3)
+    assert decode(raw) == Pdu("enquire_link", 3, 0, {"other_tlvs": {0x001E: b"x\0"}})
+    assert encode(decode(raw)) == raw
     raw = frame(P.SUBMIT_SM_RESP, b"abc\0" + tlv(0x0427, b"\x02") + tlv(0x1501, b"v"), seq=3)
-    assert decode(raw) == Pdu("submit_sm_resp", 3, 0, {"message_id": "abc"})
+    assert decode(raw) == Pdu("submit_sm_resp", 3, 0, {"message_id": "abc",
+                                                       "other_tlvs": {0x0427: b"\x02", 0x1501: b"v"}})
+    assert encode(decode(raw)) == raw
+
+
+def test_other_tlvs_are_sent_after_the_standard_ones() -> None:
+    params = dict(SUBMIT_DEFAULTS, destination_addr="447700900123", short_message=b"hi",
+                  sar_msg_ref_num=7, other_tlvs={0x1400: b"1101", 0x1401: b"", 0x1402: b"\x00\x01"})
+    raw = encode(Pdu("submit_sm", 9, 0, params))
+    plain = {k: v for k, v in params.items() if k != "other_tlvs"}
+    expected = smpplib_encode("submit_sm", 9, 0, plain)
+    extra = tlv(0x1400, b"1101") + tlv(0x1401, b"") + tlv(0x1402, b"\x00\x01")
+    assert raw == struct.pack(">I", len(expected) + len(extra)) + expected[4:] + extra
+    assert decode(raw).params == params
+    # the generic (smpplib) path and the outbind encoder carry them too
+    q = encode(Pdu("query_sm", 2, 0, {"message_id": "1", "other_tlvs": {0x2000: b"v"}}))
+    assert decode(q).params["other_tlvs"] == {0x2000: b"v"}
+    with pytest.raises(ValueError, match="other_tlvs"):
+        encode(Pdu("submit_sm", 1, 0, {"other_tlvs": {0x10000: b""}}))
+    with pytest.raises(ValueError, match="other_tlvs"):
+        encode(Pdu("submit_sm", 1, 0, {"other_tlvs": {0x1400: "text"}}))
+    with pytest.raises(ValueError, match="65535"):
+        encode(Pdu("submit_sm", 1, 0, {"other_tlvs": {0x1400: bytes(65536)}}))
 
 
 # --- decode errors ---------------------------------------------------------------------------------------------
@@ -787,3 +812,70 @@ def test_fastcodec_agrees_with_generic_decoder_on_broken_input(pdu: Pdu, data: s
     fast = _outcome(fastcodec.DECODERS[pdu.command_id], frame_, pdu.status, pdu.seq)
     assert fast == _outcome(generic)
     assert _outcome(decode, frame_) == fast
+
+
+# --- the declarative table (smpp/spec.py) against smpplib's command classes ----------------------------------
+
+_SMPPLIB_CLASSES: dict[str, str] = {
+    "bind_transmitter": "BindTransmitter", "bind_transmitter_resp": "BindTransmitterResp",
+    "bind_receiver": "BindReceiver", "bind_receiver_resp": "BindReceiverResp",
+    "bind_transceiver": "BindTransceiver", "bind_transceiver_resp": "BindTransceiverResp",
+    "data_sm": "DataSM", "data_sm_resp": "DataSMResp", "generic_nack": "GenericNAck",
+    "submit_sm": "SubmitSM", "submit_sm_resp": "SubmitSMResp", "deliver_sm": "DeliverSM",
+    "deliver_sm_resp": "DeliverSMResp", "query_sm": "QuerySM", "query_sm_resp": "QuerySMResp",
+    "unbind": "Unbind", "unbind_resp": "UnbindResp", "enquire_link": "EnquireLink",
+    "enquire_link_resp": "EnquireLinkResp", "alert_notification": "AlertNotification",
+}
+
+
+def _smpplib_field(cls: type, name: str) -> P.FieldSpec:
+    from smpplib import command as smpp_command
+    from smpplib import consts as smpp_consts
+
+    p = cls.params[name]  # type: ignore[attr-defined]
+    optional = name in smpp_consts.OPTIONAL_PARAMS and name not in getattr(cls, "mandatory_fields", ())
+    tag = smpp_consts.OPTIONAL_PARAMS[name] if optional else None
+    if p.type is int:
+        return P.FieldSpec(name, P.INT, p.size, tag)
+    if p.type is str:
+        return P.FieldSpec(name, STR, getattr(p, "max", getattr(p, "size", 256)), tag)
+    if p.type is smpp_command.ostr:
+        return P.FieldSpec(name, P.OSTR, getattr(p, "max", getattr(p, "size", 0)), tag, getattr(p, "len_field", None))
+    return P.FieldSpec(name, FLAG, 0, tag)
+
+
+def test_the_table_is_smpplibs_field_by_field() -> None:
+    from smpplib import command as smpp_command
+
+    assert set(P.SPECS) == set(_SMPPLIB_CLASSES) | {"outbind"}
+    for name, cls_name in _SMPPLIB_CLASSES.items():
+        cls = getattr(smpp_command, cls_name)
+        fields = [_smpplib_field(cls, f) for f in cls.params_order]
+        spec = P.SPECS[name]
+        assert spec.mandatory == tuple(f for f in fields if f.tag is None), name
+        assert spec.tlvs == tuple(f for f in fields if f.tag is not None), name      # emission order too
+        assert spec.command_id == P.COMMAND_IDS[name]
+
+
+def test_vendor_tlv_registry() -> None:
+    from smppengine import tlvs
+    from smppengine.smpp import spec
+
+    with pytest.raises(ValueError, match="standard TLV receipted_message_id"):
+        spec.register_vendor_tlv(0x001E, "x", spec.STR)
+    with pytest.raises(ValueError, match="size 1, 2 or 4"):
+        spec.register_vendor_tlv(0x3FF0, "x", spec.INT, 3)
+    spec.register_vendor_tlv(0x3FF1, "test_counter", spec.INT, 2)
+    spec.register_vendor_tlv(0x3FF2, "test_label", spec.STR)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            spec.register_vendor_tlv(0x3FF1, "other", spec.INT, 2)
+        raw = encode(Pdu("deliver_sm", 1, 0, {"short_message": b"x",
+                                              "other_tlvs": {0x3FF1: b"\x01\x02", 0x3FF2: b"ab\0", 0x3FF3: b"z"}}))
+        assert tlvs.event_tlvs(decode(raw).params) == {
+            "0x3ff1": {"int": 0x0102, "size": 2}, "0x3ff2": {"cstring": "ab"}, "0x3ff3": {"hex": "7a"}}
+        # a registered tag whose value does not fit its kind is shown raw, never dropped
+        raw = encode(Pdu("deliver_sm", 1, 0, {"other_tlvs": {0x3FF1: b"\x01"}}))
+        assert tlvs.event_tlvs(decode(raw).params) == {"0x3ff1": {"hex": "01"}}
+    finally:
+        del spec.VENDOR_TLVS[0x3FF1], spec.VENDOR_TLVS[0x3FF2]

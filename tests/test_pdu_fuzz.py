@@ -102,7 +102,7 @@ def random_valid_pdu(rng: random.Random) -> bytes:
     if command == "query_sm" and not params.get("message_id"):
         params["message_id"] = "1"
     raw = encode(Pdu(command, rng.getrandbits(31), rng.choice([0, 0, 1, 0x58]), params))
-    if rng.random() < 0.3:  # append vendor / foreign TLVs, which must be skipped
+    if rng.random() < 0.3:  # append vendor / foreign TLVs, which must be kept raw (other_tlvs)
         extra = b"".join(
             struct.pack(">HH", rng.choice([0x1400, 0x2150, 0xFFFF, 0x001E, 0x0427]), n) + rng.randbytes(n)
             for n in (rng.randint(0, 8) for _ in range(rng.randint(1, 3)))
@@ -282,9 +282,9 @@ async def test_hypothesis_stream(rng: random.Random, junk: bytes) -> None:
 
 
 def test_regression_smpplib_keyerror_on_foreign_known_tlv() -> None:
-    # smpplib: KeyError ('receipted_message_id' is not a param of generic_nack)
+    # smpplib: KeyError ('receipted_message_id' is not a param of generic_nack); kept raw here
     raw = bytes.fromhex("00000017 80000000 00000000 00000001 001e 0003 616200")
-    assert decode(raw) == Pdu("generic_nack", 1, 0, {})
+    assert decode(raw) == Pdu("generic_nack", 1, 0, {"other_tlvs": {0x001E: b"ab\0"}})
 
 
 def test_regression_smpplib_cstring_without_nul() -> None:

@@ -10,15 +10,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from smppengine.sim_control import start_control
 from smppengine.simulator import (
     NoReceiverError,
     SimOptions,
     Simulator,
-    encode_deliver_sm,
     parse_sim_args,
     run_simulator_cli,
 )
@@ -597,44 +594,6 @@ async def test_many_sessions_pipelined(sim: Simulator) -> None:
         for c in clients:
             await c.close()
 
-
-# --------------------------------------------------------------------------- fast receipt encoder
-
-_cstr = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=15)
-_u8 = st.integers(0, 255)
-
-
-@given(
-    seq=st.integers(1, 0x7FFFFFFF),
-    src=_cstr,
-    dst=_cstr,
-    ton=_u8,
-    esm=_u8,
-    dc=_u8,
-    sm=st.binary(max_size=254),
-    state=st.none() | st.integers(0, 8),
-    rid=st.none() | st.text(alphabet="0123456789abcdef", min_size=1, max_size=64),
-)
-def test_encode_deliver_sm_matches_pdu_encode(
-    seq: int, src: str, dst: str, ton: int, esm: int, dc: int, sm: bytes, state: int | None, rid: str | None
-) -> None:
-    params: dict[str, Any] = {
-        "service_type": "",
-        "source_addr_ton": ton,
-        "source_addr_npi": 1,
-        "source_addr": src,
-        "dest_addr_ton": 0,
-        "dest_addr_npi": 0,
-        "destination_addr": dst,
-        "esm_class": esm,
-        "data_coding": dc,
-        "short_message": sm,
-    }
-    if state is not None:
-        params["message_state"] = state
-    if rid is not None:
-        params["receipted_message_id"] = rid
-    assert encode_deliver_sm(seq, params) == encode(Pdu("deliver_sm", seq, 0, params))
 
 
 # --------------------------------------------------------------------------- standalone entry point

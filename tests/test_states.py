@@ -13,11 +13,11 @@ def r(stat: str, err: str | None = "000") -> Receipt:
 
 def test_delivered_only_when_every_part_is() -> None:
     assert after_receipt(["delivered", "submitted"], r("DELIVRD"), "submitted") is None
-    assert after_receipt(["delivered", "delivered"], r("DELIVRD"), "submitted") == ("delivered", True, None)
+    assert after_receipt(["delivered", "delivered"], r("DELIVRD"), "submitted") == ("delivered", True, None, None)
 
 
 def test_any_failed_part_ends_the_message() -> None:
-    state, final, err = after_receipt(["delivered", "undelivered"], r("UNDELIV", "045"), "submitted")  # type: ignore[misc]
+    state, final, err, _ = after_receipt(["delivered", "undelivered"], r("UNDELIV", "045"), "submitted")  # type: ignore[misc]
     assert (state, final) == ("undelivered", True)
     assert err["code"] == "UNDELIV" and err["status"] is None and "err:045" in err["detail"]
     assert after_receipt(["expired", "submitted"], r("EXPIRED"), "submitted")[:2] == ("expired", True)  # type: ignore[index]
@@ -25,7 +25,16 @@ def test_any_failed_part_ends_the_message() -> None:
 
 def test_enroute_only_after_submitted() -> None:
     assert after_receipt(["enroute", "pending"], r("ENROUTE"), "queued") is None
-    assert after_receipt(["enroute"], r("ACCEPTD"), "submitted") == ("enroute", False, None)
+    assert after_receipt(["enroute"], r("ACCEPTD"), "submitted") == ("enroute", False, None, None)
+
+
+def test_a_receipt_with_tlvs_puts_them_in_the_event() -> None:
+    tlvs = {"0x0423": {"hex": "030001"}, "0x1501": {"hex": "ff"}}
+    rc = Receipt(message_id="1a", stat="UNDELIV", err="001", submit_date=None, done_date=None, text=None,
+                 network_error_code=b"\x03\x00\x01", tlvs=tlvs)
+    change = after_receipt(["undelivered"], rc, "submitted")
+    assert change is not None and change[3] == {"tlvs": tlvs}
+    assert receipt_from_json(receipt_to_json(rc)) == rc      # a held receipt keeps them
 
 
 def test_best_match_prefers_exact_then_waiting_then_newest() -> None:

@@ -9,9 +9,11 @@ One module owns every byte that crosses an SMPP socket:
 * :func:`encode` turns a :class:`Pdu` into bytes (``ValueError`` for parameters that cannot be encoded —
   a programming error, never a peer's fault).
 
-smpplib 2.2.4 is the reference codec: the field tables below are taken from its command classes, rare
-commands are encoded by smpplib itself, and the hot-path commands go through :mod:`smppengine.smpp.fastcodec`,
-which property tests prove byte-identical to smpplib. Decoding always goes through our own validating parser,
+The field tables come from the declarative table in :mod:`smppengine.smpp.spec` (commands, standard TLVs,
+vendor registry). smpplib 2.2.4 is the reference codec, in the tests only: they prove the table equal to its
+command classes, and every encoder byte-identical to it. The encoders live in :mod:`smppengine.smpp.fastcodec`:
+the hot-path commands unrolled, every other command through one table-driven encoder.
+Decoding always goes through our own validating parser,
 because smpplib's parser trusts the peer (a C-string without NUL, a truncated body or a short TLV are
 silently mis-parsed, and a known TLV that does not belong to the command raises ``KeyError``); on
 well-formed input the result equals smpplib's ``parse_pdu`` (bytes decoded to ``str`` for C-strings; a
@@ -31,7 +33,10 @@ Parameter conventions (encode and decode alike):
   empty body on an error response), and then the missing mandatory fields are absent too.
 * On encode, a missing mandatory field is sent as 0 / empty string (``interface_version`` of a bind defaults
   to 0x34, as in smpplib); a missing TLV is not sent, nor is a TLV C-string/octet-string that is empty.
-* Unknown TLVs (vendor tags, or standard tags that do not belong to the command) are skipped on decode.
+* Unknown TLVs (vendor tags, or standard tags that do not belong to the command) are kept on decode, raw, in
+  ``params["other_tlvs"]`` (:data:`OTHER_TLVS`): a ``dict`` tag → value octets, in arrival order (a repeated
+  tag keeps its last value). On encode, ``other_tlvs`` are sent after the standard TLVs, in dict order,
+  octets exactly as given (empty ones too): the way to send a carrier's own tags (India's DLT 0x1400...).
 * A TLV C-string without its terminating NUL is accepted (real SMSCs send ``receipted_message_id`` that way).
   An integer TLV whose length differs from the standard size is accepted when 1–4 octets long.
 * ``alert_on_message_delivery`` (a zero-length flag TLV) decodes to ``True``; encoding it is not supported
@@ -46,9 +51,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from smpplib import command as _smpp_command
-from smpplib import consts as _smpp_consts
-from smpplib import smpp as _smpp
+from smppengine.smpp import spec as _spec
 
 MAX_PDU_LEN: int = 65536
 HEADER_LEN = 16
@@ -133,6 +136,9 @@ ESME_RTHROTTLED = 0x00000058
 ESME_RINVPARLEN = 0x000000C2
 ESME_RUNKNOWNERR = 0x000000FF
 
+#: the params key of the TLVs a command's table does not name (see the module docstring)
+OTHER_TLVS = "other_tlvs"
+
 _HEADER = struct.Struct(">IIII")
 _U32 = struct.Struct(">I")
 _TLV_HEAD = struct.Struct(">HH")
@@ -180,8 +186,8 @@ class FrameError(Exception):
     """
 
 
-# --- field tables (derived from smpplib's command classes) ----------------------------------------
-INT, STR, OSTR, FLAG = 0, 1, 2, 3
+# --- field tables (from the declarative table in smppengine.smpp.spec) -----------------------------
+INT, STR, OSTR, FLAG = _spec.INT, _spec.STR, _spec.OSTR, _spec.FLAG
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,64 +209,27 @@ class CommandSpec:
     by_name: dict[str, FieldSpec]
 
 
-_SMPPLIB_CLASSES: dict[str, type] = {
-    "bind_transmitter": _smpp_command.BindTransmitter,
-    "bind_transmitter_resp": _smpp_command.BindTransmitterResp,
-    "bind_receiver": _smpp_command.BindReceiver,
-    "bind_receiver_resp": _smpp_command.BindReceiverResp,
-    "bind_transceiver": _smpp_command.BindTransceiver,
-    "bind_transceiver_resp": _smpp_command.BindTransceiverResp,
-    "data_sm": _smpp_command.DataSM,
-    "data_sm_resp": _smpp_command.DataSMResp,
-    "generic_nack": _smpp_command.GenericNAck,
-    "submit_sm": _smpp_command.SubmitSM,
-    "submit_sm_resp": _smpp_command.SubmitSMResp,
-    "deliver_sm": _smpp_command.DeliverSM,
-    "deliver_sm_resp": _smpp_command.DeliverSMResp,
-    "query_sm": _smpp_command.QuerySM,
-    "query_sm_resp": _smpp_command.QuerySMResp,
-    "unbind": _smpp_command.Unbind,
-    "unbind_resp": _smpp_command.UnbindResp,
-    "enquire_link": _smpp_command.EnquireLink,
-    "enquire_link_resp": _smpp_command.EnquireLinkResp,
-    "alert_notification": _smpp_command.AlertNotification,
-}
-
-
-def _field_from_smpplib(cls: type, name: str) -> FieldSpec:
-    p = cls.params[name]  # type: ignore[attr-defined]
-    mandatory_fields = getattr(cls, "mandatory_fields", ())
-    optional = name in _smpp_consts.OPTIONAL_PARAMS and name not in mandatory_fields
-    tag = _smpp_consts.OPTIONAL_PARAMS[name] if optional else None
-    if p.type is int:
-        return FieldSpec(name, INT, p.size, tag)
-    if p.type is str:
-        return FieldSpec(name, STR, getattr(p, "max", getattr(p, "size", 256)), tag)
-    if p.type is _smpp_command.ostr:
-        return FieldSpec(name, OSTR, getattr(p, "max", getattr(p, "size", 0)), tag, getattr(p, "len_field", None))
-    return FieldSpec(name, FLAG, 0, tag)
-
-
-def _make_spec(name: str, fields: list[FieldSpec]) -> CommandSpec:
-    mandatory = tuple(f for f in fields if f.tag is None)
-    tlvs = tuple(f for f in fields if f.tag is not None)
+def _make_spec(d: _spec.CommandDef) -> CommandSpec:
+    mandatory = tuple(FieldSpec(m[0], m[1], m[2], None, m[3] if len(m) > 3 else None)  # type: ignore[misc]
+                      for m in d.mandatory)
+    tlvs = []
+    for name in d.tlvs:
+        t = _spec.TLVS[name]
+        kind, size = d.overrides.get(name, (t.kind, t.size))
+        tlvs.append(FieldSpec(name, kind, size, t.tag))
     return CommandSpec(
-        name=name,
-        command_id=COMMAND_IDS[name],
+        name=d.name,
+        command_id=d.command_id,
         mandatory=mandatory,
-        tlvs=tlvs,
+        tlvs=tuple(tlvs),
         by_tag={f.tag: f for f in tlvs if f.tag is not None},
-        by_name={f.name: f for f in fields},
+        by_name={f.name: f for f in (*mandatory, *tlvs)},
     )
 
 
-SPECS: dict[str, CommandSpec] = {
-    name: _make_spec(name, [_field_from_smpplib(cls, f) for f in cls.params_order])  # type: ignore[attr-defined]
-    for name, cls in _SMPPLIB_CLASSES.items()
-}
-# outbind is not in smpplib; SMPP 3.4, 4.1.7.1.
-SPECS["outbind"] = _make_spec("outbind", [FieldSpec("system_id", STR, 16, None), FieldSpec("password", STR, 9, None)])
+SPECS: dict[str, CommandSpec] = {d.name: _make_spec(d) for d in (*_spec.COMMANDS, _spec.OUTBIND)}
 SPECS_BY_ID: dict[int, CommandSpec] = {s.command_id: s for s in SPECS.values()}
+assert all(COMMAND_IDS[s.name] == s.command_id for s in SPECS.values())
 
 _RESPONSE_OF: dict[str, str] = {
     name: name + "_resp" for name in COMMAND_IDS if not name.endswith("_resp") and name + "_resp" in COMMAND_IDS
@@ -295,6 +264,11 @@ def decode_tlvs(spec: CommandSpec, body: bytes, pos: int, params: dict[str, Any]
                 params[f.name] = body[pos:end]
             else:
                 params[f.name] = True
+        else:
+            other = params.get(OTHER_TLVS)
+            if other is None:
+                other = params[OTHER_TLVS] = {}
+            other[tag] = body[pos:end]
         pos = end
 
 
@@ -378,6 +352,9 @@ def validate_params(spec: CommandSpec, params: Mapping[str, Any]) -> None:
     for name, value in params.items():
         if name == "sm_length":
             continue
+        if name == OTHER_TLVS:
+            validate_other_tlvs(value)
+            continue
         f = spec.by_name.get(name)
         if f is None:
             raise ValueError(f"{spec.name} has no parameter {name!r}")
@@ -413,36 +390,26 @@ def validate_params(spec: CommandSpec, params: Mapping[str, Any]) -> None:
         raise ValueError("short_message and message_payload are mutually exclusive")
 
 
-class _NoSequence:
-    """smpplib's make_pdu wants a client with next_sequence(); we set the sequence ourselves."""
-
-    sequence = 0
-
-    def next_sequence(self) -> int:
-        return 0
-
-
-_NO_SEQ = _NoSequence()
-
-
-def _encode_smpplib(pdu: Pdu, spec: CommandSpec) -> bytes:
-    p = _smpp.make_pdu(spec.name, client=_NO_SEQ)
-    for name, value in pdu.params.items():
-        if name != "sm_length" and value is not None:
-            setattr(p, name, bytes(value) if isinstance(value, bytearray) else value)
-    p.sequence = pdu.seq
-    p.status = pdu.status
-    return p.generate()
+def validate_other_tlvs(value: Any) -> None:
+    """``other_tlvs`` must be a dict of 16-bit tag → octet string of at most 65535 octets."""
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{OTHER_TLVS} must be a dict of tag -> bytes, not {type(value).__name__}")
+    for tag, raw in value.items():
+        if not isinstance(tag, int) or isinstance(tag, bool) or not 0 <= tag <= 0xFFFF:
+            raise ValueError(f"{OTHER_TLVS}: tag {tag!r} is not a 16-bit integer")
+        if not isinstance(raw, bytes | bytearray):
+            raise ValueError(f"{OTHER_TLVS}: the value of tag 0x{tag:04x} must be bytes, not {type(raw).__name__}")
+        if len(raw) > 0xFFFF:
+            raise ValueError(f"{OTHER_TLVS}: the value of tag 0x{tag:04x} is longer than 65535 octets")
 
 
-def _encode_outbind(pdu: Pdu) -> bytes:
-    body = (
-        pdu.params.get("system_id", "").encode("latin-1")
-        + b"\0"
-        + pdu.params.get("password", "").encode("latin-1")
-        + b"\0"
-    )
-    return _HEADER.pack(HEADER_LEN + len(body), OUTBIND, pdu.status, pdu.seq) + body
+def encode_other_tlvs(other: Mapping[int, bytes] | None) -> bytes:
+    """The raw TLVs of ``other_tlvs`` (validated), in dict order."""
+    if not other:
+        return b""
+    return b"".join(_TLV_HEAD.pack(tag, len(raw)) + bytes(raw) for tag, raw in other.items())
 
 
 def encode(pdu: Pdu) -> bytes:
@@ -458,9 +425,7 @@ def encode(pdu: Pdu) -> bytes:
     fast = _FAST_ENCODERS.get(pdu.command)
     if fast is not None:
         return fast(pdu)
-    if pdu.command == "outbind":
-        return _encode_outbind(pdu)
-    return _encode_smpplib(pdu, spec)
+    return _GENERIC_ENCODERS[pdu.command](pdu)
 
 
 # --- framing --------------------------------------------------------------------------------------
@@ -550,11 +515,13 @@ def next_seq(seq: int) -> int:
 # The fast codec registers itself here (it imports this module, so the import must come last).
 _FAST_ENCODERS: dict[str, Any] = {}
 _FAST_DECODERS: dict[int, Any] = {}
+_GENERIC_ENCODERS: dict[str, Any] = {}
 
 from smppengine.smpp import fastcodec as _fastcodec  # noqa: E402,F401  (registers the hot-path codec)
 
 __all__ = [
     "MAX_PDU_LEN",
+    "OTHER_TLVS",
     "HEADER_LEN",
     "COMMAND_IDS",
     "COMMAND_NAMES",

@@ -469,13 +469,16 @@ class PostgresStore(GroupCommitWriter):
 
     async def mo(self, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
                  concat: tuple[int, int, int] | None, default_alphabet: str,
-                 optout: ComplianceConfig | None = None) -> dict[str, Any] | None:
+                 optout: ComplianceConfig | None = None,
+                 tlvs: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Store an MO (or one part of it). Returns the published message once complete, else None."""
-        return await self._call(self._mo, smsc, source, dest, data, data_coding, concat, default_alphabet, optout)
+        return await self._call(self._mo, smsc, source, dest, data, data_coding, concat, default_alphabet, optout,
+                                tlvs)
 
     async def _mo(self, c: Conn, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
                   concat: tuple[int, int, int] | None, default_alphabet: str,
-                  optout: ComplianceConfig | None = None) -> dict[str, Any] | None:
+                  optout: ComplianceConfig | None = None,
+                  tlvs: dict[str, Any] | None = None) -> dict[str, Any] | None:
         now = time.time()
         if concat is not None:
             ref, total, seq = concat
@@ -495,6 +498,8 @@ class PostgresStore(GroupCommitWriter):
             data = b"".join(bytes(r[1]) for r in got)
         msg = {"id": str(uuid.uuid4()), "from": source, "to": dest,
                "text": text.decode(data, data_coding, default_alphabet), "smsc": smsc, "received_at": iso(now)}
+        if tlvs:
+            msg["tlvs"] = tlvs      # the deliver_sm's TLVs (of the part that completed it)
         if optout is not None:
             await optouts.mo_pg(c, msg, optout, now)
         await c.execute("INSERT INTO outbox(topic, payload, owner) VALUES ($1, $2, $3)", f"{self.prefix}/inbound",

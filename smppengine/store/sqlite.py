@@ -426,14 +426,17 @@ class SqliteStore(GroupCommitWriter):
 
     async def mo(self, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
                  concat: tuple[int, int, int] | None, default_alphabet: str,
-                 optout: ComplianceConfig | None = None) -> dict[str, Any] | None:
+                 optout: ComplianceConfig | None = None,
+                 tlvs: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Store an MO (or one part of it). Returns the published message once complete, else None.
         With ``optout`` rules, an opt-out/opt-in keyword changes the opt-out list in the same commit."""
-        return await self._call(self._mo, smsc, source, dest, data, data_coding, concat, default_alphabet, optout)
+        return await self._call(self._mo, smsc, source, dest, data, data_coding, concat, default_alphabet, optout,
+                                tlvs)
 
     def _mo(self, c: sqlite3.Connection, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
             concat: tuple[int, int, int] | None, default_alphabet: str,
-            optout: ComplianceConfig | None = None) -> dict[str, Any] | None:
+            optout: ComplianceConfig | None = None,
+            tlvs: dict[str, Any] | None = None) -> dict[str, Any] | None:
         now = time.time()
         if concat is not None:
             ref, total, seq = concat
@@ -449,6 +452,8 @@ class SqliteStore(GroupCommitWriter):
             data = b"".join(d for _, d in got)
         msg = {"id": str(uuid.uuid4()), "from": source, "to": dest,
                "text": text.decode(data, data_coding, default_alphabet), "smsc": smsc, "received_at": iso(now)}
+        if tlvs:
+            msg["tlvs"] = tlvs      # the deliver_sm's TLVs (of the part that completed it)
         if optout is not None:
             optouts.mo_sqlite(c, msg, optout, now)
         c.execute("INSERT INTO events(msg_id, rid, state, at, topic, payload) VALUES (NULL,NULL,'mo',?,?,?)",

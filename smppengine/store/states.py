@@ -24,12 +24,21 @@ def part_state(receipt: Receipt) -> str:
     return PART_STATE.get(receipt_outcome(receipt), "undelivered")
 
 
-def after_receipt(part_states: list[str], receipt: Receipt, current: str) -> tuple[str, bool, Any] | None:
-    """The message's next (state, final, error) once a receipt updated one part, or None for no change.
+def after_receipt(part_states: list[str], receipt: Receipt,
+                  current: str) -> tuple[str, bool, Any, dict[str, Any] | None] | None:
+    """The message's next (state, final, error, extra event fields) once a receipt updated one part, or None
+    for no change. The extra fields are the receipt's ``tlvs`` when it carried any (else None).
 
     Any undelivered part makes the message undelivered, any expired part expired; it is delivered only
     when every part is; an intermediate receipt (ENROUTE, ACCEPTD) shows only after `submitted`.
     """
+    change = _after_receipt(part_states, receipt, current)
+    if change is None:
+        return None
+    return (*change, {"tlvs": receipt.tlvs} if receipt.tlvs else None)
+
+
+def _after_receipt(part_states: list[str], receipt: Receipt, current: str) -> tuple[str, bool, Any] | None:
     outcome = receipt_outcome(receipt)
     err = None if outcome in (DELIVERED, ENROUTE) else error(
         receipt.stat, None, f"receipt stat:{receipt.stat} err:{receipt.err or ''}".strip())
@@ -72,11 +81,11 @@ def status_event(msg_id: str | None, state: str, now: float, req: dict[str, Any]
 def receipt_to_json(r: Receipt) -> dict[str, Any]:
     return {"message_id": r.message_id, "stat": r.stat, "err": r.err, "submit_date": r.submit_date,
             "done_date": r.done_date, "text": r.text,
-            "network_error_code": r.network_error_code.hex() if r.network_error_code else None}
+            "network_error_code": r.network_error_code.hex() if r.network_error_code else None, "tlvs": r.tlvs}
 
 
 def receipt_from_json(d: dict[str, Any]) -> Receipt:
     nec = d.get("network_error_code")
     return Receipt(message_id=d["message_id"], stat=d["stat"], err=d.get("err"), submit_date=d.get("submit_date"),
                    done_date=d.get("done_date"), text=d.get("text"),
-                   network_error_code=bytes.fromhex(nec) if nec else None)
+                   network_error_code=bytes.fromhex(nec) if nec else None, tlvs=d.get("tlvs"))
