@@ -316,10 +316,26 @@ POSTGRES_V6 = """
 SELECT 1
 """
 
+# step 7 (PostgreSQL): counters are kept per instance (counter_rows), so that the group commits of several
+# instances do not queue on the same counter rows; `counters` is now a view of their sums (what readers used).
+# SQLite (one instance): a no-op.
+SQLITE_V7 = """
+SELECT 1
+"""
+
+POSTGRES_V7 = """
+ALTER TABLE counters RENAME TO counter_rows;
+ALTER TABLE counter_rows ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+ALTER TABLE counter_rows DROP CONSTRAINT counters_pkey;
+ALTER TABLE counter_rows ADD PRIMARY KEY (instance, name);
+CREATE VIEW counters AS SELECT name, SUM(value)::BIGINT AS value FROM counter_rows GROUP BY name
+"""
+
 # step 2: the opt-out list (compliance, store/optouts.py); step 3: ownership and leases; step 4: backlog paging;
-# step 5: SQLite's outbox is its event journal; step 6: SQLite's rows keyed by arrival order
-SQLITE: list[str] = [SQLITE_V1, SQLITE_V2, SQLITE_V3, SQLITE_V4, SQLITE_V5, SQLITE_V6]
-POSTGRES: list[str] = [POSTGRES_V1, POSTGRES_V2, POSTGRES_V3, POSTGRES_V4, POSTGRES_V5, POSTGRES_V6]
+# step 5: SQLite's outbox is its event journal; step 6: SQLite's rows keyed by arrival order; step 7: PostgreSQL
+# counters per instance
+SQLITE: list[str] = [SQLITE_V1, SQLITE_V2, SQLITE_V3, SQLITE_V4, SQLITE_V5, SQLITE_V6, SQLITE_V7]
+POSTGRES: list[str] = [POSTGRES_V1, POSTGRES_V2, POSTGRES_V3, POSTGRES_V4, POSTGRES_V5, POSTGRES_V6, POSTGRES_V7]
 
 
 class MigrationError(StoreError):
