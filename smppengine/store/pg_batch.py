@@ -51,15 +51,21 @@ log = structlog.get_logger(__name__)
 _MSG_COLS = ("id, req, state, final, smsc, parts, attempt, owner, ref, error, next_attempt_at, created_at, "
              "updated_at, ttl_at")
 # the rows named, and the rows the receipts' keys point at, locked in id order
-_LOCK = (f"SELECT {_MSG_COLS} FROM messages WHERE id = ANY($1::text[]) OR id IN (SELECT k.msg_id FROM part_keys k "
-         "JOIN unnest($2::text[], $3::text[]) AS u(s, k) ON k.smsc = u.s AND k.key = u.k) ORDER BY id FOR UPDATE")
-# read after the locks were granted (a statement of its own: it must see what the lock holders committed)
+# This instance's rows among those named and those the receipts' keys point at, locked in id order (a UNION,
+# not an OR: with the OR PostgreSQL scanned the whole table). Only the owner writes a message's rows, so the
+# writers of several instances never wait for each other's locks; the one exception is a request repeating an
+# id (accept): its row is read (and replaced, if it was rejected before any submit) whoever owns it.
+_LOCK = (f"SELECT {_MSG_COLS} FROM messages WHERE id IN (SELECT unnest($1::text[]) UNION SELECT k.msg_id FROM "
+         "part_keys k JOIN unnest($2::text[], $3::text[]) AS u(s, k) ON k.smsc = u.s AND k.key = u.k) "
+         "AND (owner = $4 OR owner IS NULL OR id = ANY($5::text[])) ORDER BY id FOR UPDATE")
+# read after the locks were granted (a statement of its own: it must see what the lock holders committed);
+# the receipts' key matches come with their message's owner (another instance's: the receipt is forwarded)
 _READ = (
     "SELECT (SELECT json_agg(json_build_array(msg_id, idx, smsc_message_id, state, submitted_at, stat, receipt_at))"
     "        FROM parts WHERE msg_id = ANY($1::text[])),"
-    " (SELECT json_agg(json_build_array(k.smsc, k.key, k.msg_id, k.idx)) FROM part_keys k"
+    " (SELECT json_agg(json_build_array(k.smsc, k.key, k.msg_id, k.idx, m.owner)) FROM part_keys k"
     "        JOIN unnest($2::text[], $3::text[]) AS u(s, k) ON k.smsc = u.s AND k.key = u.k"
-    "        WHERE k.msg_id = ANY($1::text[])),"
+    "        JOIN messages m ON m.id = k.msg_id),"
     " (SELECT json_agg(DISTINCT h.uid) FROM held_receipts h"
     "        JOIN unnest($4::text[], $5::text[]) AS u(s, k) ON h.smsc = u.s AND h.key = u.k)")
 # held receipts taken: a transaction-scoped try-lock per receipt (never waited for: a receipt another writer
@@ -143,6 +149,9 @@ class Batch:
     want_ids: set[str] = field(default_factory=set)
     want_rkeys: set[tuple[str, str]] = field(default_factory=set)
     want_hkeys: set[tuple[str, str]] = field(default_factory=set)
+    want_any: set[str] = field(default_factory=set)          # ids read whoever owns them (accept)
+    # receipt keys that point at another instance's message: (smsc, key) -> its owner
+    foreign: dict[tuple[str, str], str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ load
     async def load(self, c: asyncpg.Connection) -> None:
@@ -150,19 +159,22 @@ class Batch:
             return
         rk = sorted(self.want_rkeys)
         rs, rkk = [s for s, _ in rk], [k for _, k in rk]
-        rows = await c.fetch(_LOCK, sorted(self.want_ids), rs, rkk)
+        rows = await c.fetch(_LOCK, sorted(self.want_ids), rs, rkk, self.instance, sorted(self.want_any))
         for r in rows:
             self.msgs[r[0]] = Msg(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12],
                                   r[13])
             self.parts[r[0]] = {}
-        if not rows:
+        if not rows and not rk:
             return
         hk = sorted(self.want_hkeys)
         got = await c.fetchrow(_READ, list(self.msgs), rs, rkk, [s for s, _ in hk], [k for _, k in hk])
         for msg_id, idx, sid, state, sub_at, stat, rec_at in orjson.loads(got[0] or "[]"):
             self.parts[msg_id][idx] = Part(idx, sid, state, sub_at, stat, rec_at)
-        for smsc, key, msg_id, idx in orjson.loads(got[1] or "[]"):
-            self.keys.setdefault((smsc, key), []).append((msg_id, idx))
+        for smsc, key, msg_id, idx, owner in orjson.loads(got[1] or "[]"):
+            if msg_id in self.msgs:
+                self.keys.setdefault((smsc, key), []).append((msg_id, idx))
+            elif owner is not None and owner != self.instance:
+                self.foreign[(smsc, key)] = owner
         uids = orjson.loads(got[2] or "[]")
         if uids:
             await self.take_held(c, uids)
@@ -347,8 +359,9 @@ class Batch:
         return True
 
     def need_accept(self, requests: list[Request], rejections: list[Rejection], default_ttl: int) -> None:
-        self.want_ids.update(r.id for r in requests)
-        self.want_ids.update(r.id for r in rejections if r.id is not None)
+        ids = [r.id for r in requests] + [r.id for r in rejections if r.id is not None]
+        self.want_ids.update(ids)
+        self.want_any.update(ids)
 
     def begin_attempt(self, msg_id: str, smsc: str, parts: int, ref: int | None) -> tuple[int, int]:
         m = self.msgs.get(msg_id)
@@ -435,11 +448,19 @@ class Batch:
         keys = receipt_id_keys(receipt.message_id)
         rows = [(k, m, i) for k in keys for m, i in self.keys.get((smsc, k), ()) if m in self.msgs]
         if not rows:
+            owner = next((self.foreign[(smsc, k)] for k in keys if (smsc, k) in self.foreign), None)
             h = Held(uuid.uuid4().hex, smsc, list(keys), orjson.dumps(receipt_to_json(receipt)), time.time(),
                      stored=False)
             for k in keys:
                 self.held.setdefault((smsc, k), []).append(h)
             self.held_new.append(h)
+            if owner is not None:
+                # the SMSC delivered the receipt on this instance's bind for another instance's message: only
+                # the owner writes a message's rows, so it is handed over through held_receipts (durable now:
+                # the deliver_sm is answered) and the owner is woken to apply it
+                self._bump("receipts_foreign")
+                self.notes.add("held:" + owner)
+                return "matched"
             self._bump("receipts_held")
             self.notes.add("held")          # every instance looks for its part once this commits
             return "held"
@@ -451,13 +472,7 @@ class Batch:
                 pt = self.parts[m].get(i)
                 cands.append((k, m, i, int(self.msgs[m].final), pt.submitted_at if pt else 0.0))
             msg_id, idx = best_match(cands)
-        outcome = self._apply_receipt(msg_id, idx, receipt)
-        owner = self.msgs[msg_id].owner
-        if owner is not None and owner != self.instance:
-            # the SMSC delivered the receipt on this instance's bind, another instance owns the message:
-            # correlated here through the shared store, published by the owner (outbox row owner)
-            self._bump("receipts_foreign")
-        return outcome
+        return self._apply_receipt(msg_id, idx, receipt)
 
     def need_receipt(self, smsc: str, receipt: Receipt) -> None:
         self.want_rkeys.update((smsc, k) for k in receipt_id_keys(receipt.message_id))
@@ -482,7 +497,7 @@ class Batch:
         for h in taken:
             h.done = True
             self.receipt(h.smsc, receipt_from_json(orjson.loads(h.receipt)))
-        self.notes.discard("held")      # held again: no part for it yet, nothing new to look for
+        self.notes = {n for n in self.notes if not n.startswith("held")}    # held again: nothing new to look for
         return len(taken)
 
     def outbox_delete(self, seqs: list[int]) -> None:

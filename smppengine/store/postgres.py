@@ -155,6 +155,8 @@ class PostgresStore(GroupCommitWriter):
         # outbox rows the broker acknowledged whose DELETE is queued and not committed yet: outbox_fetch skips
         # them, so that the publisher need not wait for that commit (see outbox_delete)
         self._deleting: set[int] = set()
+        self._lease_from = 0.0              # monotonic time the last lease renewal was committed
+        self._lease_lapsed = False          # a renewal came after the lease had run out (or it was released)
         self._lost = False                  # the writer lost its connection and has not reconnected yet
         self._ns = self.schema or "public"  # the schema the tables are in (current_schema(), at open)
         self._channel = "smppengine"        # NOTIFY channel of this schema's instances (set at open)
@@ -215,7 +217,7 @@ class PostgresStore(GroupCommitWriter):
         return c
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        if payload == "held":
+        if payload == "held" or payload == "held:" + self.instance:
             self._rematch_wake.set()
         elif payload == "outbox:" + self.instance:
             self.outbox_ready.set()
@@ -558,12 +560,28 @@ class PostgresStore(GroupCommitWriter):
     async def heartbeat(self) -> None:
         """Renew this instance's liveness lease (one row): while it holds, nobody takes its messages."""
         await self._call(Batch.heartbeat)
+        done = time.monotonic()
+        if self._lease_from and done - self._lease_from > self.lease_s and not self._lease_lapsed:
+            # renewed only after the previous lease ran out: other instances may have taken messages this one
+            # still holds in memory; from now on each send is fenced by begin_attempt's owner check
+            self._lease_lapsed = True
+            log.warning("lease_lapsed", instance=self.instance, late_s=round(done - self._lease_from - self.lease_s, 3))
+        self._lease_from = done
+
+    def lease_held(self) -> bool:
+        """True while this instance's lease certainly holds: renewed less than 2/3 of ``lease_s`` ago and
+        never lapsed (the remaining third covers clock skew between the hosts). Then no other instance can
+        have taken this one's messages, and the dispatcher sends a one-part message without writing its
+        attempt first (it is written with the resp, store.submitted_one): one commit less per message."""
+        return (not self._lease_lapsed and self._lease_from > 0
+                and time.monotonic() - self._lease_from < self.lease_s * 2 / 3)
 
     async def release(self) -> None:
         """A clean stop: give the lease up, so other instances take the remaining messages over at once."""
         await self._call(self._release)
 
     async def _release(self, c: Conn) -> None:
+        self._lease_lapsed = True
         await c.execute("UPDATE instances SET alive_until = 0 WHERE instance = $1", self.instance)
 
     async def _claim(self, c: Conn) -> list[str]:
@@ -597,9 +615,10 @@ class PostgresStore(GroupCommitWriter):
         return await self._call(self._rematch_held)
 
     async def _rematch_held(self, c: Conn) -> int:
+        # the held receipts of this instance's messages (another instance's are applied by it)
         uids = [r[0] for r in await c.fetch(
             "SELECT DISTINCT h.uid FROM held_receipts h JOIN part_keys k ON k.smsc = h.smsc AND k.key = h.key "
-            "LIMIT 1000")]
+            "JOIN messages m ON m.id = k.msg_id WHERE m.owner = $1 OR m.owner IS NULL LIMIT 1000", self.instance)]
         if not uids:
             return 0
         b = self._batch()

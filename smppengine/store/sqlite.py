@@ -621,6 +621,9 @@ class SqliteStore(GroupCommitWriter):
     async def release(self) -> None:
         return None
 
+    def lease_held(self) -> bool:
+        return True         # nobody else can take this instance's messages
+
     async def trace(self, msg_id: str) -> dict[str, Any] | None:
         assert self._db is not None
         rows = await self._db.execute_fetchall(
