@@ -323,7 +323,20 @@ SQLITE_V7 = """
 SELECT 1
 """
 
+# Also (PostgreSQL): a message in flight is updated without touching its indexes (a HOT update): its rows no
+# longer index `updated_at` (changed by every update) but `final_at`, set once it is final (what the "last hour's
+# outcomes" query asks for); `messages_active` goes (messages_pending and messages_owner cover not-final rows,
+# as on SQLite since step 6); pages keep room for the updated row versions (fillfactor); held receipts are
+# taken by uid.
 POSTGRES_V7 = """
+ALTER TABLE messages ADD COLUMN final_at DOUBLE PRECISION;
+UPDATE messages SET final_at = updated_at WHERE final;
+DROP INDEX messages_updated;
+DROP INDEX messages_active;
+CREATE INDEX messages_final_at ON messages(final_at) WHERE final;
+ALTER TABLE messages SET (fillfactor = 80);
+ALTER TABLE parts SET (fillfactor = 70);
+CREATE INDEX held_uid ON held_receipts(uid);
 ALTER TABLE counters RENAME TO counter_rows;
 ALTER TABLE counter_rows ADD COLUMN instance TEXT NOT NULL DEFAULT '';
 ALTER TABLE counter_rows DROP CONSTRAINT counters_pkey;

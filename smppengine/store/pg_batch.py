@@ -203,18 +203,21 @@ class Batch:
         new = [m for m in self.msgs.values() if m.new]
         if new:
             ctes.append(
-                "im AS (INSERT INTO messages(id, req, state, final, error, created_at, updated_at, ttl_at, owner) "
-                f"SELECT * FROM unnest({p([m.id for m in new], 'text[]')}, {p([m.req for m in new], 'bytea[]')}, "
+                "im AS (INSERT INTO messages(id, req, state, final, error, created_at, updated_at, ttl_at, owner, "
+                "final_at) SELECT *, CASE WHEN f THEN up END FROM unnest("
+                f"{p([m.id for m in new], 'text[]')}, {p([m.req for m in new], 'bytea[]')}, "
                 f"{p([m.state for m in new], 'text[]')}, {p([m.final for m in new], 'bool[]')}, "
                 f"{p([m.error for m in new], 'bytea[]')}, {p([m.created_at for m in new], 'float8[]')}, "
                 f"{p([m.updated_at for m in new], 'float8[]')}, {p([m.ttl_at for m in new], 'float8[]')}, "
-                f"{p([m.owner for m in new], 'text[]')}))")
+                f"{p([m.owner for m in new], 'text[]')}) AS u(i, r, s, f, e, cr, up, t, o))")
         upd = [m for m in self.msgs.values() if m.dirty and not m.new]
         if upd:
             ctes.append(
                 "um AS (UPDATE messages m SET req = COALESCE(u.req, m.req), state = u.state, final = u.final, "
                 "error = u.error, smsc = u.smsc, parts = u.parts, attempt = u.attempt, ref = u.ref, "
-                "next_attempt_at = u.nat, created_at = u.cr, updated_at = u.up, ttl_at = u.ttl, owner = u.owner "
+                "next_attempt_at = u.nat, created_at = u.cr, updated_at = u.up, ttl_at = u.ttl, owner = u.owner, "
+                # set once, when final (a HOT update as long as neither final nor final_at changes)
+                "final_at = CASE WHEN NOT u.final THEN NULL WHEN m.final THEN m.final_at ELSE u.up END "
                 f"FROM unnest({p([m.id for m in upd], 'text[]')}, "
                 f"{p([m.req if m.req_dirty else None for m in upd], 'bytea[]')}, "
                 f"{p([m.state for m in upd], 'text[]')}, {p([m.final for m in upd], 'bool[]')}, "

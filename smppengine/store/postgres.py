@@ -686,7 +686,7 @@ class PostgresStore(GroupCommitWriter):
             active = await c.fetch(
                 "SELECT state, COALESCE(smsc, ''), COUNT(*) FROM messages WHERE NOT final GROUP BY 1, 2")
             recent = await c.fetch(
-                "SELECT state, COALESCE(smsc, ''), COUNT(*) FROM messages WHERE final AND updated_at >= $1 "
+                "SELECT state, COALESCE(smsc, ''), COUNT(*) FROM messages WHERE final AND final_at >= $1 "
                 "GROUP BY 1, 2", since)
             counters = await c.fetch("SELECT name, value FROM counters")
             outbox = await c.fetchval("SELECT COUNT(*) FROM outbox WHERE NOT (seq = ANY($1::bigint[]))", deleting)
