@@ -19,6 +19,7 @@ import aiosqlite
 import asyncpg
 import orjson
 import pytest
+import structlog
 
 from smppengine.model import Rejection, Request
 from smppengine.receipts import Receipt, receipt_id_keys
@@ -967,6 +968,43 @@ async def test_postgres_a_second_instance_with_the_same_name_is_refused() -> Non
     await again.open()
     await again.close()
     await drop_pg_schemas([url.rsplit("=", 1)[1]])
+
+
+async def test_postgres_store_reconnects_after_its_connections_are_killed() -> None:
+    """PostgreSQL drops the store's connections (a restart, a failover): the next operations wait, the
+    store reconnects by itself and says so in the log, and nothing is lost or applied twice."""
+    url = pg_store_url()
+    s = open_store(url, "sms", instance="gw1")
+    await s.open()
+    try:
+        await submit(s, "before", ["b1"])
+        with structlog.testing.capture_logs() as logs:
+            admin = await asyncpg.connect(PG_URL)
+            try:
+                await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                    "application_name = 'smppengine' AND pid <> pg_backend_pid() AND "
+                                    "query NOT LIKE '%pg_terminate_backend%' AND datname = current_database() "
+                                    "AND pid = ANY($1::int[])", [s._conn.get_server_pid(),      # type: ignore[attr-defined]
+                                                                 s._listen.get_server_pid()])   # type: ignore[attr-defined]
+            finally:
+                await admin.close()
+            res = await asyncio.wait_for(s.accept([req("after")], [], 3600), timeout=30)
+            assert [r.id for r in res.new] == ["after"]
+            assert await asyncio.wait_for(s.receipt("a", dlr("b1")), timeout=30) == "matched"
+            for _ in range(100):        # the listening connection is checked every second
+                if any(e["event"] == "store_reconnected" and e.get("connection") == "listener" for e in logs):
+                    break
+                await asyncio.sleep(0.1)
+        events = [(e["event"], e.get("connection")) for e in logs]
+        assert ("store_reconnected", "writer") in events and ("store_reconnected", "listener") in events, events
+        assert await states(s, "before") == ["queued", "submitted", "delivered"]
+        assert await states(s, "after") == ["queued"]
+        # the instance name's lock was taken again by the new listening connection
+        with pytest.raises(StoreError, match="already running"):
+            await open_store(url, "sms", instance="gw1").open()
+    finally:
+        await s.close()
+        await drop_pg_schemas([url.rsplit("=", 1)[1]])
 
 
 async def test_pending_page_walks_the_backlog_in_arrival_order(store: Store) -> None:

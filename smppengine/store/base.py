@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,6 +45,8 @@ class Store(Protocol):
     # an owner instance, each instance holds a liveness lease (heartbeat), and the orphans of an instance
     # whose lease expired are claimed by the others (claim_orphans). SQLite: one instance per file, False.
     shared: bool
+    # called after the store lost its connection and got it back (PostgreSQL): the engine re-reads the backlog
+    on_reconnect: Callable[[], None] | None
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -1,19 +1,26 @@
-"""PostgreSQL store (asyncpg): the same store, for operators who run PostgreSQL anyway.
+"""PostgreSQL store (asyncpg): the store for operators who run PostgreSQL anyway, and the one several
+engine instances can share (docs/scaling.md).
 
-Behaviour is exactly :class:`~smppengine.store.sqlite.SqliteStore`'s (the reference: same
-tables, same state machine, same events in the same order; tests/test_store.py runs one
-conformance suite against both). Selected by ``engine.store = "postgresql://user@host/db"``;
-``?schema=NAME`` puts the tables in that schema (created if missing) instead of the first
-schema on the search_path.
+Same behaviour as :class:`~smppengine.store.sqlite.SqliteStore` (the reference): the same state machine
+-- the rules live once, in store/states.py, and both backends apply them -- and the same events in the same
+order; tests/test_store.py runs one conformance suite against both. Not the same tables: each backend keeps
+its own schema (store/migrations.py; SQLite keys a message's rows by an arrival-order integer since step 6,
+PostgreSQL keeps owner-scoped outbox rows and per-instance counters). Selected by
+``engine.store = "postgresql://user@host/db"``; ``?schema=NAME`` puts the tables in that schema (created if
+missing) instead of the first schema on the search_path.
 
-Design, as in the SQLite store: one writer task and one dedicated connection apply every
-change in group commits -- every operation that arrived while the previous transaction ran
-goes into the next one, committed once; each caller's future resolves only after that
-commit. Reads that change nothing (outbox_fetch, recover, trace, stats) use a small pool.
-A batch first runs without savepoints (a savepoint is a round trip); if one operation
-raises, the transaction is rolled back and the batch replayed with a savepoint per
-operation, so one bad operation still cannot undo the others. The hot path (accept) is
-set-based: a few statements per batch whatever its size, not per request.
+Design: one writer task and one dedicated connection apply every change in group commits -- every
+operation that arrived while the previous transaction ran goes into the next one, committed once; each
+caller's future resolves only after that commit. A group commit is one unit of work (store/pg_batch.py):
+its rows are read and locked in one statement, read in a second, changed in memory by the shared rules, and
+written back in one statement of data-modifying CTEs over arrays -- a handful of round trips per commit
+whatever it holds, where each operation used to pay one per statement (~12 per message). If one operation
+raises, the transaction is rolled back and the batch applied again with a savepoint per operation, so one
+bad operation cannot undo the others. Reads that change nothing (outbox_fetch, recover, trace, stats) use a
+small pool. A third connection LISTENs (other instances wake this one: a receipt to apply, outbox rows to
+publish) and holds this instance name's lock (a second engine with the same ``engine.instance`` is refused).
+A lost connection is reconnected (``store_reconnected``); a group commit lost before its COMMIT was sent is
+applied again, one lost during its COMMIT fails its callers (nothing was acknowledged on the strength of it).
 
 Driver choice, measured (scripts/bench_pg_drivers.py: a batch of 1000 accept-like inserts,
 message row + outbox row, one transaction, commit; PostgreSQL 15 on loopback, this 2-core
@@ -37,6 +44,7 @@ import asyncio
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -91,6 +99,7 @@ _CONN_LOST: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InternalClientError,     # the protocol broke off mid-operation (connection killed)
 )
 RECONNECT_S = 60.0
 
@@ -157,6 +166,7 @@ class PostgresStore(GroupCommitWriter):
         self._deleting: set[int] = set()
         self._lease_from = 0.0              # monotonic time the last lease renewal was committed
         self._lease_lapsed = False          # a renewal came after the lease had run out (or it was released)
+        self.on_reconnect: Callable[[], None] | None = None   # called when the writer reconnected
         self._lost = False                  # the writer lost its connection and has not reconnected yet
         self._ns = self.schema or "public"  # the schema the tables are in (current_schema(), at open)
         self._channel = "smppengine"        # NOTIFY channel of this schema's instances (set at open)
@@ -299,6 +309,11 @@ class PostgresStore(GroupCommitWriter):
                     if lost:
                         self._lost = False
                         log.warning("store_reconnected", instance=self.instance, connection="writer")
+                        if self.on_reconnect is not None:
+                            # a commit lost in flight may have committed after all: its requests were not
+                            # acknowledged and come again as duplicates, so the dispatcher reads the stored
+                            # backlog again (it skips what it holds)
+                            self.on_reconnect()
                 return await self._apply_retrying(self._conn, batch)
             except _CommitUnknown as exc:
                 raise StoreError(f"the connection was lost during the commit: {exc.__cause__}") from exc
@@ -343,12 +358,12 @@ class PostgresStore(GroupCommitWriter):
             try:
                 out = await self._run(c, ops, each)
                 await self._write_counts(c)
-            except _INFRA_ERRORS:
+            except _INFRA_ERRORS + _CONN_LOST:
                 await _rollback(tr)
                 raise
             except Exception:
                 await _rollback(tr)
-                if each:
+                if each or c.is_closed():
                     raise
                 continue
             try:
@@ -388,7 +403,7 @@ class PostgresStore(GroupCommitWriter):
                 res = await work
             if results[i] is None:
                 results[i] = res
-        except _INFRA_ERRORS:
+        except _INFRA_ERRORS + _CONN_LOST:
             raise
         except Exception as exc:  # one bad operation must not undo the others
             self._counts = before

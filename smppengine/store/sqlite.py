@@ -18,6 +18,7 @@ import itertools
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
@@ -69,6 +70,7 @@ class SqliteStore(GroupCommitWriter):
         self.prefix = topic_prefix
         self.outbox_ready = asyncio.Event()
         self._db: aiosqlite.Connection | None = None
+        self.on_reconnect: Callable[[], None] | None = None     # (a file does not disconnect: never called)
         self._init_writer()
         self._held = 0        # held receipts (an upper bound): lets part_submitted skip the lookup when none
         self._published = 0   # every event up to this seq was acknowledged by the broker
