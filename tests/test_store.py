@@ -1007,6 +1007,40 @@ async def test_postgres_store_reconnects_after_its_connections_are_killed() -> N
         await drop_pg_schemas([url.rsplit("=", 1)[1]])
 
 
+async def test_postgres_a_receipt_on_another_instance_is_applied_by_the_owner() -> None:
+    """Two instances on one store: only a message's owner writes its rows. A receipt that reaches the other
+    instance before the owner stored the resp is held and taken by the owner's commit of the resp; one that
+    arrives after is handed over (answered at once: it is durable) and applied by the owner, woken by NOTIFY.
+    Every event of the message is published by the owner, once."""
+    url = pg_store_url()
+    a = open_store(url, "sms", instance="own")
+    b = open_store(url, "sms", instance="other")
+    await a.open()
+    await b.open()
+    try:
+        await a.accept([req("m1"), req("m2")], [], 3600)
+        assert await b.receipt("x", dlr("r1")) == "held"
+        await a.begin_attempt("m1", "x", 1, None)
+        await a.part_submitted("m1", 0, "x", "r1")
+        assert await states(a, "m1") == ["queued", "submitted", "delivered"]
+        await a.begin_attempt("m2", "x", 1, None)
+        await a.part_submitted("m2", 0, "x", "r2")
+        assert await b.receipt("x", dlr("r2")) == "matched"
+        for _ in range(200):            # applied by the owner once woken (no 1 s poll here: nothing calls it)
+            if (await states(a, "m2"))[-1:] == ["delivered"]:
+                break
+            await asyncio.sleep(0.05)
+        assert await states(a, "m2") == ["queued", "submitted", "delivered"]
+        assert await outbox(b) == []
+        st = await a.stats(0)
+        assert st["counters"].get("receipts_foreign") == 1 and st["held_receipts"] == 0
+        assert st["counters"].get("receipts_rematched") == 1
+    finally:
+        await a.close()
+        await b.close()
+        await drop_pg_schemas([url.rsplit("=", 1)[1]])
+
+
 async def test_pending_page_walks_the_backlog_in_arrival_order(store: Store) -> None:
     for i in range(7):
         await store.accept([req(f"p{i}")], [], 3600)          # one commit each: distinct created_at

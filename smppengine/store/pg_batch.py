@@ -68,6 +68,9 @@ _READ = (
     "        JOIN messages m ON m.id = k.msg_id),"
     " (SELECT json_agg(DISTINCT h.uid) FROM held_receipts h"
     "        JOIN unnest($4::text[], $5::text[]) AS u(s, k) ON h.smsc = u.s AND h.key = u.k)")
+# held receipts whose key has become known, for this instance's messages
+_REMATCH = ("SELECT DISTINCT h.uid FROM held_receipts h JOIN part_keys k ON k.smsc = h.smsc AND k.key = h.key "
+            "JOIN messages m ON m.id = k.msg_id WHERE m.owner = $1 OR m.owner IS NULL LIMIT 1000")
 # held receipts taken: a transaction-scoped try-lock per receipt (never waited for: a receipt another writer
 # is taking is left to it), then deleted; what comes back is what this transaction applies
 TAKE_HELD = (
@@ -152,9 +155,19 @@ class Batch:
     want_any: set[str] = field(default_factory=set)          # ids read whoever owns them (accept)
     # receipt keys that point at another instance's message: (smsc, key) -> its owner
     foreign: dict[tuple[str, str], str] = field(default_factory=dict)
+    want_rematch: bool = False
+    taken: list[Held] = field(default_factory=list)          # held receipts taken for rematch()
 
     # ------------------------------------------------------------------ load
     async def load(self, c: asyncpg.Connection) -> None:
+        if self.want_rematch:
+            # the held receipts of this instance's messages (another instance's are applied by it), taken
+            # first: what they point at is loaded with the rest
+            uids = [r[0] for r in await c.fetch(_REMATCH, self.instance)]
+            if uids:
+                self.taken = await self.take_held(c, uids)
+                for h in self.taken:
+                    self.want_rkeys.update((h.smsc, k) for k in h.keys)
         if not self.want_ids and not self.want_rkeys:
             return
         rk = sorted(self.want_rkeys)
@@ -494,14 +507,25 @@ class Batch:
             self._set_state(m, *change)
         return "matched"
 
-    def apply_taken(self, taken: list[Held]) -> int:
-        """Receipts taken from held_receipts by a re-match: applied as they arrive now (held again if their
-        part is still unknown)."""
-        for h in taken:
+    def rematch(self) -> int:
+        """Receipts held while their submit_sm_resp was being committed (by this instance or another: the two
+        transactions did not see each other), or handed over by another instance: the ones taken at the load
+        are applied as they arrive now (held again if their part is still unknown)."""
+        notes = set(self.notes)
+        n = 0
+        for h in self.taken:
+            if h.done:
+                continue        # applied by a part_submitted of this unit
             h.done = True
+            n += 1
             self.receipt(h.smsc, receipt_from_json(orjson.loads(h.receipt)))
-        self.notes = {n for n in self.notes if not n.startswith("held")}    # held again: nothing new to look for
-        return len(taken)
+        self.notes = notes      # held again: nothing new for the other instances to look for
+        if n:
+            self._bump("receipts_rematched", n)
+        return n
+
+    def need_rematch(self) -> None:
+        self.want_rematch = True
 
     def outbox_delete(self, seqs: list[int]) -> None:
         self.deletes.extend(seqs)
@@ -527,4 +551,5 @@ NEEDS: dict[Callable[..., Any], Callable[..., Any]] = {
     Batch.receipt: Batch.need_receipt,
     Batch.outbox_delete: Batch.need_outbox_delete,
     Batch.heartbeat: Batch.need_heartbeat,
+    Batch.rematch: Batch.need_rematch,
 }

@@ -64,7 +64,6 @@ from . import optouts
 from .base import AcceptResult, Active, StoreError
 from .migrations import migrate_postgres
 from .pg_batch import NEEDS, Batch
-from .states import receipt_from_json
 from .writer import GroupCommitWriter, Op
 
 log = structlog.get_logger(__name__)
@@ -627,26 +626,7 @@ class PostgresStore(GroupCommitWriter):
     async def rematch_held(self) -> int:
         """Receipts held while their submit_sm_resp was being committed by another instance's writer (the two
         transactions ran concurrently and neither saw the other): apply the ones whose key is now known."""
-        return await self._call(self._rematch_held)
-
-    async def _rematch_held(self, c: Conn) -> int:
-        # the held receipts of this instance's messages (another instance's are applied by it)
-        uids = [r[0] for r in await c.fetch(
-            "SELECT DISTINCT h.uid FROM held_receipts h JOIN part_keys k ON k.smsc = h.smsc AND k.key = h.key "
-            "JOIN messages m ON m.id = k.msg_id WHERE m.owner = $1 OR m.owner IS NULL LIMIT 1000", self.instance)]
-        if not uids:
-            return 0
-        b = self._batch()
-        taken = await b.take_held(c, uids)      # those another instance is applying right now are left to it
-        for h in taken:
-            b.need_receipt(h.smsc, receipt_from_json(orjson.loads(h.receipt)))
-        await b.load(c)
-        n = b.apply_taken(taken)
-        if await b.flush(c):
-            self._outbox_added = True
-        if n:
-            await self._bump(c, "receipts_rematched", n)
-        return n
+        return await self._call(Batch.rematch)  # type: ignore[no-any-return]
 
     async def _load(self, where: str, *args: Any) -> list[Active]:
         async with self._read().acquire() as c, c.transaction(isolation="repeatable_read", readonly=True):
