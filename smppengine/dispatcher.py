@@ -228,14 +228,15 @@ class Dispatcher:
             field = "text" if req.binary is None else "binary"
             await self.store.finish(req.id, REJECTED, error("invalid_request", None, f"{field}: {exc}"))
             return
-        # One part on a store of one instance: nothing is written before the submit. The attempt is recorded
-        # with the part's OK resp (store.submitted_one: one operation per message), or, when the attempt
-        # fails, by begin_attempt before the retry policy runs. What a crash between the submit_sm and the
-        # commit of its resp changes: that attempt is not counted (the message may get one attempt more than
+        # One part on a store of one instance, or on a shared store while this instance's lease certainly holds
+        # (store.lease_held: no other instance can have taken the message): nothing is written before the submit.
+        # The attempt is recorded with the part's OK resp (store.submitted_one: one operation per message), or,
+        # when the attempt fails, by begin_attempt before the retry policy runs. What a crash between the submit_sm
+        # and the commit of its resp changes: that attempt is not counted (the message may get one attempt more than
         # max_attempts), and the message is sent again at the restart, as any part whose resp was not committed.
         # There is no concatenation reference to keep (one part has none; a later attempt in several parts takes
         # a new one).
-        one = len(segments.chunks) == 1 and not self.store.shared
+        one = len(segments.chunks) == 1 and self.store.lease_held()
         if one:
             attempt, ref = a.attempt + 1, 0
         else:

@@ -97,6 +97,7 @@ class Engine:
         await self.store.open()
         await self.optouts.load()
         if self.store.shared:           # take this instance's lease, and what dead instances left
+            self.store.on_reconnect = self.dispatcher.spill
             await self.store.heartbeat()
             self._dispatch_recovered(await self.store.claim_orphans())
         self.dispatcher.spill()         # what is stored and not final is paged in, oldest first

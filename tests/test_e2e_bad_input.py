@@ -72,15 +72,26 @@ async def test_every_bad_request_is_rejected_once_and_the_next_goes_through(
         assert len(sim.ok_submits()) == 1
 
 
-async def test_a_known_id_is_not_sent_again(tmp_path: Path, broker: Mosquitto, sim: Simulator) -> None:
+async def test_a_known_id_is_not_sent_again_and_is_answered_a_rejected_one_may_be_corrected(
+        tmp_path: Path, broker: Mosquitto, sim: Simulator) -> None:
+    """A repeated id is not sent again: its current state is published again, marked duplicate. A request
+    rejected before any submit_sm (here: `to` missing) may be sent again, corrected, under its id."""
     cfg = make_config(str(tmp_path / "e.db"), broker.url, [smsc("a", sim.port)])
     async with Watcher(broker.url) as w, running_engine(cfg) as engine:
         await wait_bound(engine)
         await w.publish({"id": "once", "to": "+447700900123", "text": "one"})
-        await w.wait_final(["once"])
+        await w.publish({"id": "fixme", "text": "fixed"})
+        await w.wait_final(["once", "fixme"])
         await w.publish({"id": "once", "to": "+447700900123", "text": "one"})
+        await w.publish({"id": "fixme", "to": "+447700900123", "text": "fixed"})
+        await w.wait(lambda: len(w.states("once")) == 4 and w.states("fixme")[-1:] == ["delivered"],
+                     what="the duplicate's answer and the corrected request delivered")
         await w.publish({"id": "after", "to": "+447700900123", "text": "two"})
         await w.wait_final(["after"])
         assert engine.counters["duplicates"] == 1
-        assert w.states("once") == ["queued", "submitted", "delivered"]
-        assert [r.short_message for r in sim.ok_submits()] == [b"one", b"two"]
+        assert w.states("once") == ["queued", "submitted", "delivered", "delivered"]
+        answer = w.events["once"][-1]
+        assert answer["duplicate"] is True and answer["smsc_message_ids"] == w.events["once"][2]["smsc_message_ids"]
+        assert not any(e.get("duplicate") for e in w.events["once"][:3])
+        assert w.states("fixme") == ["rejected", "queued", "submitted", "delivered"]
+        assert [r.short_message for r in sim.ok_submits()] == [b"one", b"fixed", b"two"]

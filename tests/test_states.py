@@ -54,3 +54,16 @@ def test_status_event_shape_and_receipt_round_trip() -> None:
     assert bad["id"] is None and bad["raw"] == "x" and "to" not in bad
     rec = r("UNDELIV")
     assert receipt_from_json(receipt_to_json(rec)) == rec
+
+
+def test_a_repeated_id_replaces_only_a_request_rejected_before_any_submit() -> None:
+    from smppengine.store.states import DUPLICATE, REPLACE, final_when_submitted, on_repeat, submits
+
+    assert on_repeat("rejected", True, 0) == REPLACE           # invalid, no route, opted out: never sent
+    assert on_repeat("rejected", True, 1) == DUPLICATE         # refused by the SMSC: it was sent
+    for state, final in [("queued", False), ("retrying", False), ("submitted", False), ("delivered", True),
+                         ("failed", True), ("expired", True), ("undelivered", True)]:
+        assert on_repeat(state, final, 0) == DUPLICATE and on_repeat(state, final, 2) == DUPLICATE
+    assert submits("queued", False) and submits("retrying", False)
+    assert not submits("submitted", False) and not submits("enroute", False) and not submits("failed", True)
+    assert final_when_submitted({"dlr": False}) and not final_when_submitted({})

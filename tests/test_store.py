@@ -19,6 +19,7 @@ import aiosqlite
 import asyncpg
 import orjson
 import pytest
+import structlog
 
 from smppengine.model import Rejection, Request
 from smppengine.receipts import Receipt, receipt_id_keys
@@ -69,8 +70,11 @@ async def test_accept_new_and_duplicates(store: Store) -> None:
     res = await store.accept([req("m1", text="third"), req("m3")], [], 3600)
     assert [r.id for r in res.new] == ["m3"] and res.duplicates == ["m1"]
     rows = await outbox(store)
-    assert [(t, e["id"], e["state"]) for _, t, e in rows] == [
-        ("sms/status/m1", "m1", "queued"), ("sms/status/m2", "m2", "queued"), ("sms/status/m3", "m3", "queued")]
+    # every repeat of an id is answered with the message's current state, marked duplicate (and not stored)
+    assert [(t, e["id"], e["state"], e.get("duplicate")) for _, t, e in rows] == [
+        ("sms/status/m1", "m1", "queued", None), ("sms/status/m2", "m2", "queued", None),
+        ("sms/status/m1", "m1", "queued", True), ("sms/status/m1", "m1", "queued", True),
+        ("sms/status/m3", "m3", "queued", None)]
     ev = rows[0][2]
     assert ev == {"id": "m1", "state": "queued", "at": ev["at"], "to": "+447700900123", "smsc": None, "parts": 0,
                   "attempt": 0, "smsc_message_ids": [], "error": None, "meta": {"tenant": "t1"}}
@@ -101,17 +105,67 @@ async def test_rejections_with_and_without_id(store: Store) -> None:
                    "error": {"code": "invalid_request", "status": None, "detail": "not JSON"}}
     tr = await store.trace("r1")
     assert tr is not None and tr["final"] and tr["state"] == "rejected"
-    # the id is taken: a later request or rejection with it is a duplicate, and nothing is emitted
-    res = await store.accept([req("r1")], [Rejection(id="r1", detail="again")], 3600)
-    assert res.new == [] and res.duplicates == ["r1", "r1"]
-    assert len(await outbox(store)) == 2
+    assert await store.recover() == []
+
+
+async def test_rejected_request_resent_with_its_id_invalid_again_then_corrected(store: Store) -> None:
+    """A request rejected before any submit_sm (here: invalid) may be sent again under its id: invalid again,
+    the new rejection replaces the old one; corrected, it is accepted as new and sent."""
+    await store.accept([], [Rejection(id="r1", detail="to: missing", to=None)], 3600)
+    res = await store.accept([], [Rejection(id="r1", detail="text: missing", to="+447700900123")], 3600)
+    assert res.new == [] and res.duplicates == []
+    res = await store.accept([req("r1", text="corrected", meta={"try": 3})], [], 3600)
+    assert [r.id for r in res.new] == ["r1"] and res.duplicates == []
+    evs = [e for _, t, e in await outbox(store) if t == "sms/status/r1"]
+    assert [(e["state"], e["error"] and e["error"]["detail"], e.get("duplicate")) for e in evs] == [
+        ("rejected", "to: missing", None), ("rejected", "text: missing", None), ("queued", None, None)]
+    assert evs[2]["meta"] == {"try": 3} and evs[2]["to"] == "+447700900123"
+    assert [a.request.text for a in await store.recover()] == ["corrected"]
+    tr = await store.trace("r1")
+    assert tr is not None and tr["state"] == "queued" and not tr["final"] and tr["attempt"] == 0
+    assert tr["request"]["text"] == "corrected"
+    await submit_existing(store, "r1", ["c1"])
+    assert await store.receipt("a", dlr("c1")) == "matched"
+    assert (await states(store, "r1"))[-1] == "delivered"
+
+
+async def submit_existing(s: Store, msg_id: str, smsc_ids: list[str], smsc: str = "a") -> None:
+    await s.begin_attempt(msg_id, smsc, len(smsc_ids), 42)
+    for i, sid in enumerate(smsc_ids):
+        await s.part_submitted(msg_id, i, smsc, sid)
+
+
+async def test_repeated_id_is_not_sent_again_and_its_state_is_published_again(store: Store) -> None:
+    await submit(store, "d1", ["a1"], meta={"t": 1})
+    await store.receipt("a", dlr("a1"))
+    res = await store.accept([req("d1", text="again")], [Rejection(id="d1", detail="to: missing")], 3600)
+    assert res.new == [] and res.duplicates == ["d1", "d1"]
+    evs = [e for _, t, e in await outbox(store) if t == "sms/status/d1"]
+    assert [(e["state"], e.get("duplicate")) for e in evs] == [
+        ("queued", None), ("submitted", None), ("delivered", None), ("delivered", True), ("delivered", True)]
+    assert evs[3]["smsc_message_ids"] == ["a1"] and evs[3]["meta"] == {"t": 1} and evs[3]["attempt"] == 1
+    tr = await store.trace("d1")
+    assert tr is not None and tr["request"]["text"] == "hello" and tr["state"] == "delivered"
+    assert await store.recover() == []
+
+
+async def test_repeated_id_of_a_message_rejected_by_the_smsc_is_a_duplicate(store: Store) -> None:
+    """Rejected after a submit_sm (the SMSC refused it): it was sent, so its id is not taken again."""
+    await store.accept([req("s1")], [], 3600)
+    await store.begin_attempt("s1", "a", 1, None)
+    err = {"code": "ESME_RINVDSTADR", "status": 11, "detail": "refused"}
+    await store.finish("s1", "rejected", err)
+    res = await store.accept([req("s1")], [], 3600)
+    assert res.new == [] and res.duplicates == ["s1"]
+    last = [e for _, t, e in await outbox(store) if t == "sms/status/s1"][-1]
+    assert last["state"] == "rejected" and last["duplicate"] is True and last["error"] == err
     assert await store.recover() == []
 
 
 async def test_request_and_rejection_with_one_id_in_one_batch(store: Store) -> None:
     res = await store.accept([req("x")], [Rejection(id="x", detail="bad")], 3600)
     assert [r.id for r in res.new] == ["x"] and res.duplicates == ["x"]
-    assert await states(store, "x") == ["queued"]
+    assert await states(store, "x") == ["queued", "queued"]
 
 
 # ------------------------------------------------------------------------------------------ attempts, submit
@@ -884,7 +938,7 @@ async def test_postgres_instances_starting_together_create_the_schema_once() -> 
     in PostgreSQL: one of them used to fail with a unique violation): every one opens."""
     for _ in range(5):
         url = pg_store_url()
-        stores = [open_store(url, "sms") for _ in range(4)]
+        stores = [open_store(url, "sms", instance=f"gw{i}") for i in range(4)]
         try:
             await asyncio.gather(*(s.open() for s in stores))
             await stores[0].accept([req("m")], [], 3600)
@@ -892,6 +946,99 @@ async def test_postgres_instances_starting_together_create_the_schema_once() -> 
         finally:
             await asyncio.gather(*(s.close() for s in stores), return_exceptions=True)
             await drop_pg_schemas([url.rsplit("=", 1)[1]])
+
+
+async def test_postgres_a_second_instance_with_the_same_name_is_refused() -> None:
+    """Two engines with one engine.instance on one store would publish each other's events and take each
+    other's messages over: the second is refused at its start with a clear error; once the first stops (or
+    dies: its connection goes), the name is free again."""
+    url = pg_store_url()
+    first = open_store(url, "sms", instance="gw7")
+    await first.open()
+    try:
+        second = open_store(url, "sms", instance="gw7")
+        with pytest.raises(StoreError, match="engine.instance 'gw7' is already running on this store"):
+            await second.open()
+        other = open_store(url, "sms", instance="gw8")
+        await other.open()
+        await other.close()
+    finally:
+        await first.close()
+    again = open_store(url, "sms", instance="gw7")
+    await again.open()
+    await again.close()
+    await drop_pg_schemas([url.rsplit("=", 1)[1]])
+
+
+async def test_postgres_store_reconnects_after_its_connections_are_killed() -> None:
+    """PostgreSQL drops the store's connections (a restart, a failover): the next operations wait, the
+    store reconnects by itself and says so in the log, and nothing is lost or applied twice."""
+    url = pg_store_url()
+    s = open_store(url, "sms", instance="gw1")
+    await s.open()
+    try:
+        await submit(s, "before", ["b1"])
+        with structlog.testing.capture_logs() as logs:
+            admin = await asyncpg.connect(PG_URL)
+            try:
+                await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                    "application_name = 'smppengine' AND pid <> pg_backend_pid() AND "
+                                    "query NOT LIKE '%pg_terminate_backend%' AND datname = current_database() "
+                                    "AND pid = ANY($1::int[])", [s._conn.get_server_pid(),      # type: ignore[attr-defined]
+                                                                 s._listen.get_server_pid()])   # type: ignore[attr-defined]
+            finally:
+                await admin.close()
+            res = await asyncio.wait_for(s.accept([req("after")], [], 3600), timeout=30)
+            assert [r.id for r in res.new] == ["after"]
+            assert await asyncio.wait_for(s.receipt("a", dlr("b1")), timeout=30) == "matched"
+            for _ in range(100):        # the listening connection is checked every second
+                if any(e["event"] == "store_reconnected" and e.get("connection") == "listener" for e in logs):
+                    break
+                await asyncio.sleep(0.1)
+        events = [(e["event"], e.get("connection")) for e in logs]
+        assert ("store_reconnected", "writer") in events and ("store_reconnected", "listener") in events, events
+        assert await states(s, "before") == ["queued", "submitted", "delivered"]
+        assert await states(s, "after") == ["queued"]
+        # the instance name's lock was taken again by the new listening connection
+        with pytest.raises(StoreError, match="already running"):
+            await open_store(url, "sms", instance="gw1").open()
+    finally:
+        await s.close()
+        await drop_pg_schemas([url.rsplit("=", 1)[1]])
+
+
+async def test_postgres_a_receipt_on_another_instance_is_applied_by_the_owner() -> None:
+    """Two instances on one store: only a message's owner writes its rows. A receipt that reaches the other
+    instance before the owner stored the resp is held and taken by the owner's commit of the resp; one that
+    arrives after is handed over (answered at once: it is durable) and applied by the owner, woken by NOTIFY.
+    Every event of the message is published by the owner, once."""
+    url = pg_store_url()
+    a = open_store(url, "sms", instance="own")
+    b = open_store(url, "sms", instance="other")
+    await a.open()
+    await b.open()
+    try:
+        await a.accept([req("m1"), req("m2")], [], 3600)
+        assert await b.receipt("x", dlr("r1")) == "held"
+        await a.begin_attempt("m1", "x", 1, None)
+        await a.part_submitted("m1", 0, "x", "r1")
+        assert await states(a, "m1") == ["queued", "submitted", "delivered"]
+        await a.begin_attempt("m2", "x", 1, None)
+        await a.part_submitted("m2", 0, "x", "r2")
+        assert await b.receipt("x", dlr("r2")) == "matched"
+        for _ in range(200):            # applied by the owner once woken (no 1 s poll here: nothing calls it)
+            if (await states(a, "m2"))[-1:] == ["delivered"]:
+                break
+            await asyncio.sleep(0.05)
+        assert await states(a, "m2") == ["queued", "submitted", "delivered"]
+        assert await outbox(b) == []
+        st = await a.stats(0)
+        assert st["counters"].get("receipts_foreign") == 1 and st["held_receipts"] == 0
+        assert st["counters"].get("receipts_rematched") == 1
+    finally:
+        await a.close()
+        await b.close()
+        await drop_pg_schemas([url.rsplit("=", 1)[1]])
 
 
 async def test_pending_page_walks_the_backlog_in_arrival_order(store: Store) -> None:

@@ -316,10 +316,39 @@ POSTGRES_V6 = """
 SELECT 1
 """
 
+# step 7 (PostgreSQL): counters are kept per instance (counter_rows), so that the group commits of several
+# instances do not queue on the same counter rows; `counters` is now a view of their sums (what readers used).
+# SQLite (one instance): a no-op.
+SQLITE_V7 = """
+SELECT 1
+"""
+
+# Also (PostgreSQL): a message in flight is updated without touching its indexes (a HOT update): its rows no
+# longer index `updated_at` (changed by every update) but `final_at`, set once it is final (what the "last hour's
+# outcomes" query asks for); `messages_active` goes (messages_pending and messages_owner cover not-final rows,
+# as on SQLite since step 6); pages keep room for the updated row versions (fillfactor); held receipts are
+# taken by uid.
+POSTGRES_V7 = """
+ALTER TABLE messages ADD COLUMN final_at DOUBLE PRECISION;
+UPDATE messages SET final_at = updated_at WHERE final;
+DROP INDEX messages_updated;
+DROP INDEX messages_active;
+CREATE INDEX messages_final_at ON messages(final_at) WHERE final;
+ALTER TABLE messages SET (fillfactor = 80);
+ALTER TABLE parts SET (fillfactor = 70);
+CREATE INDEX held_uid ON held_receipts(uid);
+ALTER TABLE counters RENAME TO counter_rows;
+ALTER TABLE counter_rows ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+ALTER TABLE counter_rows DROP CONSTRAINT counters_pkey;
+ALTER TABLE counter_rows ADD PRIMARY KEY (instance, name);
+CREATE VIEW counters AS SELECT name, SUM(value)::BIGINT AS value FROM counter_rows GROUP BY name
+"""
+
 # step 2: the opt-out list (compliance, store/optouts.py); step 3: ownership and leases; step 4: backlog paging;
-# step 5: SQLite's outbox is its event journal; step 6: SQLite's rows keyed by arrival order
-SQLITE: list[str] = [SQLITE_V1, SQLITE_V2, SQLITE_V3, SQLITE_V4, SQLITE_V5, SQLITE_V6]
-POSTGRES: list[str] = [POSTGRES_V1, POSTGRES_V2, POSTGRES_V3, POSTGRES_V4, POSTGRES_V5, POSTGRES_V6]
+# step 5: SQLite's outbox is its event journal; step 6: SQLite's rows keyed by arrival order; step 7: PostgreSQL
+# counters per instance
+SQLITE: list[str] = [SQLITE_V1, SQLITE_V2, SQLITE_V3, SQLITE_V4, SQLITE_V5, SQLITE_V6, SQLITE_V7]
+POSTGRES: list[str] = [POSTGRES_V1, POSTGRES_V2, POSTGRES_V3, POSTGRES_V4, POSTGRES_V5, POSTGRES_V6, POSTGRES_V7]
 
 
 class MigrationError(StoreError):

@@ -109,8 +109,9 @@ def snapshot_sqlite(c: sqlite3.Connection, known: int | None) -> Snapshot:
 # ---------------------------------------------------------------------------------------- PostgreSQL
 async def _bump_pg(c: asyncpg.Connection, by: int) -> None:
     if by:
-        await c.execute("INSERT INTO counters(name, value) VALUES ($1, $2) "
-                        "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value", COUNTER, by)
+        # the list's version: one row shared by every instance ('' in counter_rows, migration step 7)
+        await c.execute("INSERT INTO counter_rows(instance, name, value) VALUES ('', $1, $2) ON CONFLICT(instance, "
+                        "name) DO UPDATE SET value = counter_rows.value + excluded.value", COUNTER, by)
 
 
 def _count(status: str) -> int:

@@ -1,19 +1,26 @@
-"""PostgreSQL store (asyncpg): the same store, for operators who run PostgreSQL anyway.
+"""PostgreSQL store (asyncpg): the store for operators who run PostgreSQL anyway, and the one several
+engine instances can share (docs/scaling.md).
 
-Behaviour is exactly :class:`~smppengine.store.sqlite.SqliteStore`'s (the reference: same
-tables, same state machine, same events in the same order; tests/test_store.py runs one
-conformance suite against both). Selected by ``engine.store = "postgresql://user@host/db"``;
-``?schema=NAME`` puts the tables in that schema (created if missing) instead of the first
-schema on the search_path.
+Same behaviour as :class:`~smppengine.store.sqlite.SqliteStore` (the reference): the same state machine
+-- the rules live once, in store/states.py, and both backends apply them -- and the same events in the same
+order; tests/test_store.py runs one conformance suite against both. Not the same tables: each backend keeps
+its own schema (store/migrations.py; SQLite keys a message's rows by an arrival-order integer since step 6,
+PostgreSQL keeps owner-scoped outbox rows and per-instance counters). Selected by
+``engine.store = "postgresql://user@host/db"``; ``?schema=NAME`` puts the tables in that schema (created if
+missing) instead of the first schema on the search_path.
 
-Design, as in the SQLite store: one writer task and one dedicated connection apply every
-change in group commits -- every operation that arrived while the previous transaction ran
-goes into the next one, committed once; each caller's future resolves only after that
-commit. Reads that change nothing (outbox_fetch, recover, trace, stats) use a small pool.
-A batch first runs without savepoints (a savepoint is a round trip); if one operation
-raises, the transaction is rolled back and the batch replayed with a savepoint per
-operation, so one bad operation still cannot undo the others. The hot path (accept) is
-set-based: a few statements per batch whatever its size, not per request.
+Design: one writer task and one dedicated connection apply every change in group commits -- every
+operation that arrived while the previous transaction ran goes into the next one, committed once; each
+caller's future resolves only after that commit. A group commit is one unit of work (store/pg_batch.py):
+its rows are read and locked in one statement, read in a second, changed in memory by the shared rules, and
+written back in one statement of data-modifying CTEs over arrays -- a handful of round trips per commit
+whatever it holds, where each operation used to pay one per statement (~12 per message). If one operation
+raises, the transaction is rolled back and the batch applied again with a savepoint per operation, so one
+bad operation cannot undo the others. Reads that change nothing (outbox_fetch, recover, trace, stats) use a
+small pool. A third connection LISTENs (other instances wake this one: a receipt to apply, outbox rows to
+publish) and holds this instance name's lock (a second engine with the same ``engine.instance`` is refused).
+A lost connection is reconnected (``store_reconnected``); a group commit lost before its COMMIT was sent is
+applied again, one lost during its COMMIT fails its callers (nothing was acknowledged on the strength of it).
 
 Driver choice, measured (scripts/bench_pg_drivers.py: a batch of 1000 accept-like inserts,
 message row + outbox row, one transaction, commit; PostgreSQL 15 on loopback, this 2-core
@@ -37,6 +44,7 @@ import asyncio
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -47,21 +55,15 @@ import structlog
 from .. import text
 from ..config import ComplianceConfig
 from ..model import (
-    ENROUTE,
-    QUEUED,
-    REJECTED,
-    RETRYING,
-    SUBMITTED,
     Rejection,
     Request,
-    error,
     iso,
 )
-from ..receipts import Receipt, receipt_id_keys
+from ..receipts import Receipt
 from . import optouts
 from .base import AcceptResult, Active, StoreError
 from .migrations import migrate_postgres
-from .states import after_receipt, best_match, part_state, receipt_from_json, receipt_to_json, status_event
+from .pg_batch import NEEDS, Batch
 from .writer import GroupCommitWriter, Op
 
 log = structlog.get_logger(__name__)
@@ -86,13 +88,32 @@ _INFRA_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
-_ROW = ("SELECT id, req, state, final, smsc, parts, attempt, "
-        "ARRAY(SELECT smsc_message_id FROM parts WHERE msg_id=$1 AND smsc_message_id IS NOT NULL ORDER BY idx) "
-        "FROM messages WHERE id=$1")
-# the outbox row goes to the message's owner (it publishes the message's events in order), else to the writer
-_EMIT = ("WITH e AS (INSERT INTO events(msg_id, state, at, payload) VALUES ($1, $2, $3, $4)) "
-         "INSERT INTO outbox(topic, payload, owner) VALUES ($5, $4, "
-         "COALESCE((SELECT owner FROM messages WHERE id=$1), $6))")
+# The connection is gone (PostgreSQL restarted, network): reconnect, and apply the batch again when it was lost
+# before the COMMIT was sent. Connecting goes on for up to RECONNECT_S per batch.
+_CONN_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InternalClientError,     # the protocol broke off mid-operation (connection killed)
+)
+RECONNECT_S = 60.0
+
+
+class _CommitUnknown(Exception):
+    """The connection was lost while the COMMIT was in flight: it may or may not have committed."""
+
+
+async def _rollback(tr: Any) -> None:
+    try:
+        await tr.rollback()
+    except Exception:  # noqa: BLE001 - the connection may be gone; the server rolls back on its own then
+        pass
+
+
 # instances whose liveness lease expired: their messages and outbox rows may be claimed
 _DEAD = "SELECT instance FROM instances WHERE alive_until < $2 AND instance <> $1"
 _ACTIVE = "SELECT id, req, state, smsc, attempt, ttl_at, next_attempt_at, created_at FROM messages"
@@ -142,6 +163,15 @@ class PostgresStore(GroupCommitWriter):
         # outbox rows the broker acknowledged whose DELETE is queued and not committed yet: outbox_fetch skips
         # them, so that the publisher need not wait for that commit (see outbox_delete)
         self._deleting: set[int] = set()
+        self._lease_from = 0.0              # monotonic time the last lease renewal was committed
+        self._lease_lapsed = False          # a renewal came after the lease had run out (or it was released)
+        self.on_reconnect: Callable[[], None] | None = None   # called when the writer reconnected
+        self._lost = False                  # the writer lost its connection and has not reconnected yet
+        self._ns = self.schema or "public"  # the schema the tables are in (current_schema(), at open)
+        self._channel = "smppengine"        # NOTIFY channel of this schema's instances (set at open)
+        self._listen: Conn | None = None    # LISTENs, and holds the instance name's lock
+        self._rematch_wake = asyncio.Event()
+        self._listen_task: asyncio.Task[None] | None = None
         self._init_writer()
 
     # ---------------------------------------------------------------- lifecycle
@@ -163,6 +193,9 @@ class PostgresStore(GroupCommitWriter):
                 except asyncpg.UniqueViolationError:
                     pass    # instances starting together: IF NOT EXISTS is not atomic in PostgreSQL; it exists
             await migrate_postgres(self._conn)
+            self._ns = str(await self._conn.fetchval("SELECT current_schema()"))
+            self._channel = f"smppengine.{self._ns}"
+            self._listen = await self._listener()
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=3,
                                                    server_settings=self._settings(), timeout=10)
         except StoreError:
@@ -172,13 +205,81 @@ class PostgresStore(GroupCommitWriter):
             await self._close_conns()
             raise StoreError(f"cannot open the PostgreSQL store {redact(self.url)}: {exc}") from exc
         self._start_writer()
+        self._listen_task = asyncio.create_task(self._listen_loop(), name="store-listen")
         self.outbox_ready.set()
 
+    async def _listener(self) -> Conn:
+        """A connection of its own that holds this instance name's lock for as long as it lives (a second
+        engine with the same ``engine.instance`` on this store is refused at its start) and LISTENs for the
+        other instances' news: a receipt held (look for its part), outbox rows written for this instance."""
+        c = await self._connect()
+        try:
+            key = f"smppengine.instance.{self._ns}.{self.instance}"
+            if not await c.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key):
+                raise StoreError(
+                    f"engine.instance {self.instance!r} is already running on this store (schema {self._ns!r}): "
+                    "another engine holds its lock. Give every instance sharing a store its own engine.instance")
+            await c.add_listener(self._channel, self._on_notify)
+        except BaseException:
+            c.terminate()
+            raise
+        return c
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if payload == "held" or payload == "held:" + self.instance:
+            self._rematch_wake.set()
+        elif payload == "outbox:" + self.instance:
+            self.outbox_ready.set()
+
+    async def _listen_loop(self) -> None:
+        """Re-match held receipts when another instance held one (its part may be committed here); keep the
+        listening connection up (it reconnects after PostgreSQL restarted)."""
+        while True:
+            try:
+                await asyncio.wait_for(self._rematch_wake.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
+            if self._listen is None or self._listen.is_closed():
+                if self._listen is not None:
+                    self._listen.terminate()
+                    self._listen = None
+                try:
+                    self._listen = await self._listener()
+                except StoreError as exc:
+                    log.error("instance_name_in_use", instance=self.instance, error=str(exc))
+                    await asyncio.sleep(5.0)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - PostgreSQL is not back yet: try again
+                    log.warning("store_listen_failed", instance=self.instance, error=str(exc) or type(exc).__name__)
+                    continue
+                log.warning("store_reconnected", instance=self.instance, connection="listener")
+                self._rematch_wake.set()        # what was held meanwhile
+                self.outbox_ready.set()
+            if self._rematch_wake.is_set():
+                self._rematch_wake.clear()
+                try:
+                    await self.rematch_held()
+                except Exception as exc:  # noqa: BLE001 - logged by the writer; the lease loop tries again
+                    log.warning("rematch_failed", error=str(exc))
+
     async def close(self) -> None:
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            try:
+                await self._listen_task
+            except asyncio.CancelledError:
+                pass
+            self._listen_task = None
         await self._stop_writer(_noop)
         await self._close_conns()
 
     async def _close_conns(self) -> None:
+        if self._listen is not None:
+            if self._listen.is_closed():
+                self._listen.terminate()
+            else:
+                await self._listen.close()      # releases the instance name's lock
+            self._listen = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -191,15 +292,48 @@ class PostgresStore(GroupCommitWriter):
 
     # ---------------------------------------------------------------- writer
     async def _commit_batch(self, batch: list[Op]) -> list[Any]:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await self._connect()
-            log.warning("store_reconnected")
-        return await self._apply_retrying(self._conn, batch)
+        """Apply the batch in one transaction. A connection lost before the COMMIT was sent rolled everything
+        back: reconnect and apply it again (the callers wait; nothing was acknowledged), for up to
+        RECONNECT_S; lost during the COMMIT, the outcome is unknown and the callers get a StoreError."""
+        deadline = time.monotonic() + RECONNECT_S
+        delay = 0.1
+        while True:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    lost = self._conn is not None or self._lost
+                    if self._conn is not None:
+                        self._conn.terminate()
+                        self._conn = None
+                    self._conn = await self._connect()
+                    if lost:
+                        self._lost = False
+                        log.warning("store_reconnected", instance=self.instance, connection="writer")
+                        if self.on_reconnect is not None:
+                            # a commit lost in flight may have committed after all: its requests were not
+                            # acknowledged and come again as duplicates, so the dispatcher reads the stored
+                            # backlog again (it skips what it holds)
+                            self.on_reconnect()
+                return await self._apply_retrying(self._conn, batch)
+            except _CommitUnknown as exc:
+                raise StoreError(f"the connection was lost during the commit: {exc.__cause__}") from exc
+            except _CONN_LOST as exc:
+                if not self._lost:
+                    log.error("store_connection_lost", instance=self.instance, error=str(exc) or type(exc).__name__,
+                              ops=len(batch))
+                self._lost = True
+                if self._conn is not None:
+                    self._conn.terminate()
+                    self._conn = None
+                if time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _apply_retrying(self, c: Conn, batch: list[Op]) -> list[Any]:
         """_apply, run again (up to 5 times) when PostgreSQL rolled the transaction back because it lost a
-        deadlock or a serialization conflict -- with several instances on one store, two writers' batches
-        may touch the same message rows in different orders. The rollback undid everything: a replay is safe."""
+        deadlock or a serialization conflict. The rollback undid everything: a replay is safe. (Rows are
+        locked in id order in one statement per group commit and counters are per instance, so two instances
+        should not deadlock: store_batch_replayed is watched by bench/scale.py.)"""
         for attempt in range(1, 6):
             try:
                 return await self._apply(c, batch)
@@ -211,211 +345,130 @@ class PostgresStore(GroupCommitWriter):
         raise AssertionError("unreachable")
 
     async def _apply(self, c: Conn, batch: list[Op]) -> list[Any]:
-        """One transaction for the batch. Fast path without savepoints; on an operation's error,
-        roll back and replay with a savepoint per operation (the SQLite store's semantics)."""
-        try:
+        """One transaction for the batch: its operations set-based (pg_batch.Batch). When one operation
+        raises, everything is rolled back and applied again with a savepoint per operation, so that one bad
+        operation does not undo the others (the SQLite store's semantics)."""
+        ops = [(fn, args) for fn, args, _ in batch]
+        for each in (False, True):
             self._counts = {}
-            async with c.transaction():
-                out = [await fn(c, *args) for fn, args, _ in batch]
+            self._outbox_added = False
+            tr = c.transaction()
+            await tr.start()
+            try:
+                out = await self._run(c, ops, each)
                 await self._write_counts(c)
-                return out
-        except _INFRA_ERRORS:
-            raise
-        except Exception:
-            pass
-        self._outbox_added = False
-        self._counts = {}
-        results: list[Any] = []
-        async with c.transaction():
-            for fn, args, _ in batch:
-                before = dict(self._counts)
-                try:
-                    async with c.transaction():
-                        results.append(await fn(c, *args))
-                except _INFRA_ERRORS:
+            except _INFRA_ERRORS + _CONN_LOST:
+                await _rollback(tr)
+                raise
+            except Exception:
+                await _rollback(tr)
+                if each or c.is_closed():
                     raise
-                except Exception as exc:  # one bad operation must not undo the others
-                    self._counts = before
-                    results.append(exc)
-            await self._write_counts(c)
+                continue
+            try:
+                await tr.commit()
+            except _CONN_LOST as exc:
+                raise _CommitUnknown() from exc
+            return out
+        raise AssertionError("unreachable")
+
+    async def _run(self, c: Conn, ops: list[tuple[Any, tuple[Any, ...]]], each: bool) -> list[Any]:
+        """The operations in order: runs of Batch operations set-based, the others (mo, opt-out list,
+        claim, re-match, release) as they come; ``each``: every operation in a savepoint of its own."""
+        results: list[Any] = [None] * len(ops)
+        run: list[int] = []
+        for i, (fn, args) in enumerate(ops):
+            if fn in NEEDS:
+                if each:
+                    await self._savepoint(c, results, i, self._unit(c, ops, [i], results))
+                else:
+                    run.append(i)
+                continue
+            if run:
+                await self._unit(c, ops, run, results)
+                run = []
+            if each:
+                await self._savepoint(c, results, i, fn(c, *args))
+            else:
+                results[i] = await fn(c, *args)
+        if run:
+            await self._unit(c, ops, run, results)
         return results
 
+    async def _savepoint(self, c: Conn, results: list[Any], i: int, work: Any) -> None:
+        before = dict(self._counts)
+        try:
+            async with c.transaction():
+                res = await work
+            if results[i] is None:
+                results[i] = res
+        except _INFRA_ERRORS + _CONN_LOST:
+            raise
+        except Exception as exc:  # one bad operation must not undo the others
+            self._counts = before
+            results[i] = exc
+
+    def _batch(self) -> Batch:
+        return Batch(self.instance, self.prefix, self.lease_s, self._channel)
+
+    async def _unit(self, c: Conn, ops: list[tuple[Any, tuple[Any, ...]]], idx: list[int],
+                    results: list[Any]) -> None:
+        """Apply ops[i] for i in idx as one unit of work: load, apply in order, flush (pg_batch)."""
+        b = self._batch()
+        live = []
+        for i in idx:
+            fn, args = ops[i]
+            try:
+                NEEDS[fn](b, *args)
+            except Exception as exc:  # a malformed operation: its caller gets the error, it changes nothing
+                results[i] = exc
+                continue
+            live.append(i)
+        await b.load(c)
+        for i in live:
+            fn, args = ops[i]
+            results[i] = fn(b, *args)
+        if await b.flush(c):
+            self._outbox_added = True
+
     async def _write_counts(self, c: Conn) -> None:
-        """The batch's counter increments, as the transaction's last statement: the counters rows are shared
-        by every instance on the store, so their row locks are held only for the commit, not the batch."""
+        """The counter increments of the operations that are not set-based (MO, re-match), this instance's
+        rows (counters are kept per instance: migration step 7)."""
         if not self._counts:
             return
         names, values = zip(*sorted(self._counts.items()), strict=True)
         self._counts = {}
-        await c.execute("INSERT INTO counters(name, value) SELECT * FROM unnest($1::text[], $2::bigint[]) "
-                        "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
-                        list(names), list(values))
-
-    # ---------------------------------------------------------------- helpers (writer connection)
-    async def _emit(self, c: Conn, row: asyncpg.Record | None, msg_id: str | None, state: str,
-                    err: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
-        """Record a status event and queue it for publishing, in the caller's transaction."""
-        now = time.time()
-        if row is not None:
-            event = status_event(msg_id, state, now, orjson.loads(row[1]), row[4], row[5], row[6], list(row[7]),
-                                 err, extra)
-        else:
-            event = status_event(msg_id, state, now, None, None, 0, 0, [], err, extra)
-        payload = orjson.dumps(event)
-        topic = f"{self.prefix}/status/{msg_id if msg_id is not None else '_invalid'}"
-        await c.execute(_EMIT, msg_id, state, now, payload, topic, self.instance)
-        self._outbox_added = True
-
-    @staticmethod
-    async def _row(c: Conn, msg_id: str) -> asyncpg.Record | None:
-        return await c.fetchrow(_ROW, msg_id)
-
-    async def _set_state(self, c: Conn, msg_id: str, state: str, final: bool,
-                         err: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
-        await c.execute("UPDATE messages SET state=$1, final=$2, error=$3, updated_at=$4 WHERE id=$5",
-                        state, final, orjson.dumps(err) if err else None, time.time(), msg_id)
-        await self._emit(c, await self._row(c, msg_id), msg_id, state, err, extra)
+        await c.execute("INSERT INTO counter_rows(instance, name, value) SELECT $3, * FROM "
+                        "unnest($1::text[], $2::bigint[]) ON CONFLICT(instance, name) "
+                        "DO UPDATE SET value = counter_rows.value + excluded.value",
+                        list(names), list(values), self.instance)
 
     async def _bump(self, c: Conn, name: str, by: int = 1) -> None:
         self._counts[name] = self._counts.get(name, 0) + by     # written by _write_counts before the commit
 
-    # ---------------------------------------------------------------- operations
+    # ---------------------------------------------------------------- operations (pg_batch.Batch)
     async def accept(self, requests: list[Request], rejections: list[Rejection], default_ttl: int) -> AcceptResult:
-        return await self._call(self._accept, requests, rejections, default_ttl)
-
-    async def _accept(self, c: Conn, requests: list[Request], rejections: list[Rejection],
-                      default_ttl: int) -> AcceptResult:
-        result = AcceptResult()
-        now = time.time()
-        first: dict[str, Request] = {}
-        for req in requests:
-            first.setdefault(req.id, req)
-        inserted: set[str] = set()
-        if first:
-            reqs = list(first.values())
-            docs = [orjson.dumps(r.to_json()) for r in reqs]
-            rows = await c.fetch(
-                "INSERT INTO messages(id, req, state, created_at, updated_at, ttl_at, owner) "
-                "SELECT i, r, $3, $4, $4, t, $6 FROM unnest($1::text[], $2::bytea[], $5::float8[]) AS u(i, r, t) "
-                "ON CONFLICT (id) DO NOTHING RETURNING id",
-                [r.id for r in reqs], docs, QUEUED, now, [r.received_at + (r.ttl or default_ttl) for r in reqs],
-                self.instance)
-            inserted = {r[0] for r in rows}
-        ev_ids: list[str] = []
-        payloads: list[bytes] = []
-        at = iso(now)
-        for req in requests:
-            if req.id not in inserted or first.get(req.id) is not req:
-                result.duplicates.append(req.id)
-                continue
-            # what _emit would build from the fresh row: no SMSC, no parts, no attempt yet
-            payloads.append(orjson.dumps({
-                "id": req.id, "state": QUEUED, "at": at, "to": req.to, "smsc": None, "parts": 0, "attempt": 0,
-                "smsc_message_ids": [], "error": None, "meta": req.meta}))
-            ev_ids.append(req.id)
-            result.new.append(req)
-        if ev_ids:
-            await c.execute(
-                "WITH u AS (SELECT * FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS u(i, p, n)), "
-                "e AS (INSERT INTO events(msg_id, state, at, payload) SELECT i, $3, $4, p FROM u ORDER BY n) "
-                "INSERT INTO outbox(topic, payload, owner) SELECT $5 || i, p, $6 FROM u ORDER BY n",
-                ev_ids, payloads, QUEUED, now, f"{self.prefix}/status/", self.instance)
-            self._outbox_added = True
-        for rej in rejections:
-            err = error(rej.code, None, rej.detail)
-            if rej.id is None:
-                await self._emit(c, None, None, REJECTED, err, {"raw": rej.raw.decode("utf-8", "replace")})
-                continue
-            doc = {"id": rej.id, "to": rej.to, "text": None, "meta": rej.meta}
-            got = await c.fetchval(
-                "INSERT INTO messages(id, req, state, final, error, created_at, updated_at, ttl_at, owner) "
-                "VALUES ($1, $2, $3, TRUE, $4, $5, $5, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING id",
-                rej.id, orjson.dumps(doc), REJECTED, orjson.dumps(err), now, self.instance)
-            if got is None:
-                result.duplicates.append(rej.id)
-                continue
-            await self._emit(c, await self._row(c, rej.id), rej.id, REJECTED, err)
-        return result
+        return await self._call(Batch.accept, requests, rejections, default_ttl)  # type: ignore[no-any-return]
 
     async def begin_attempt(self, msg_id: str, smsc: str, parts: int, ref: int | None) -> tuple[int, int]:
         """Bind the message to an SMSC, its part count and concatenation reference (kept from the first
         attempt, so that re-sent parts still join their siblings); returns (attempt number, reference)."""
-        return await self._call(self._begin_attempt, msg_id, smsc, parts, ref)  # type: ignore[no-any-return]
-
-    async def _begin_attempt(self, c: Conn, msg_id: str, smsc: str, parts: int, ref: int | None) -> tuple[int, int]:
-        # fencing: only the message's owner may send it (another instance took it over when this one's lease
-        # expired); attempt 0 tells the dispatcher to drop it
-        owner = await c.fetchval("SELECT owner FROM messages WHERE id=$1", msg_id)
-        if owner is not None and owner != self.instance:
-            log.warning("message_not_owned", msg_id=msg_id, owner=owner, instance=self.instance)
-            return 0, ref or 0
-        row = await c.fetchrow(
-            "UPDATE messages SET smsc=$1, parts=$2, attempt=attempt+1, ref=COALESCE(ref, $3), updated_at=$4 "
-            "WHERE id=$5 RETURNING attempt, ref", smsc, parts, ref, time.time(), msg_id)
-        if row is None:
-            return 0, ref or 0
-        await c.execute("INSERT INTO parts(msg_id, idx) SELECT $1, generate_series(0, $2 - 1) ON CONFLICT DO NOTHING",
-                        msg_id, parts)
-        return int(row[0]), int(row[1] or 0)
+        return await self._call(Batch.begin_attempt, msg_id, smsc, parts, ref)  # type: ignore[no-any-return]
 
     async def part_submitted(self, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
-        await self._call(self._part_submitted, msg_id, idx, smsc, smsc_id)
-
-    async def _part_submitted(self, c: Conn, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
-        now = time.time()
-        prev = await c.fetchrow(
-            "UPDATE parts p SET smsc_message_id=$3,"
-            " state=CASE WHEN p.state='pending' THEN 'submitted' ELSE p.state END, submitted_at=$4"
-            " FROM parts o WHERE p.msg_id=$1 AND p.idx=$2 AND o.msg_id=p.msg_id AND o.idx=p.idx"
-            " RETURNING o.smsc_message_id", msg_id, idx, smsc_id, now)
-        if prev is not None and prev[0] is not None:
-            await self._bump(c, "resubmits_after_ok")
-        keys = list(receipt_id_keys(smsc_id))
-        await c.execute("INSERT INTO part_keys(smsc, key, msg_id, idx) SELECT $1, k, $3, $4 FROM unnest($2::text[]) k"
-                        " ON CONFLICT DO NOTHING", smsc, keys, msg_id, idx)
-        row = await self._row(c, msg_id)
-        if row is None:
-            return
-        pending = await c.fetchval("SELECT COUNT(*) FROM parts WHERE msg_id=$1 AND smsc_message_id IS NULL", msg_id)
-        if pending == 0 and not row[3] and row[2] not in (SUBMITTED, ENROUTE):
-            dlr = orjson.loads(row[1]).get("dlr", True)
-            await self._set_state(c, msg_id, SUBMITTED, final=not dlr)
-        # receipts that arrived before this resp was stored (oldest first, as they came)
-        held = await c.fetch("SELECT uid, receipt FROM held_receipts WHERE smsc=$1 AND key = ANY($2::text[])"
-                             " GROUP BY uid, receipt ORDER BY MIN(at), uid", smsc, keys)
-        for uid, blob in held:
-            await c.execute("DELETE FROM held_receipts WHERE uid=$1", uid)
-            await self._apply_receipt(c, msg_id, idx, receipt_from_json(orjson.loads(blob)))
+        await self._call(Batch.part_submitted, msg_id, idx, smsc, smsc_id)
 
     async def submitted_one(self, msg_id: str, smsc: str, smsc_id: str) -> None:
         """``begin_attempt(msg_id, smsc, 1, None)`` and ``part_submitted(msg_id, 0, smsc, smsc_id)`` in one
         operation (the store interface's; the dispatcher uses it on a store of one instance only)."""
-        await self._call(self._submitted_one, msg_id, smsc, smsc_id)
-
-    async def _submitted_one(self, c: Conn, msg_id: str, smsc: str, smsc_id: str) -> None:
-        attempt, _ = await self._begin_attempt(c, msg_id, smsc, 1, None)
-        if attempt:         # 0: not in the store, or owned by another instance
-            await self._part_submitted(c, msg_id, 0, smsc, smsc_id)
+        await self._call(Batch.submitted_one, msg_id, smsc, smsc_id)
 
     async def retrying(self, msg_id: str, next_at: float, error: dict[str, Any]) -> None:
-        await self._call(self._retrying, msg_id, next_at, error)
-
-    async def _retrying(self, c: Conn, msg_id: str, next_at: float, err: dict[str, Any]) -> None:
-        row = await self._row(c, msg_id)
-        if row is None or row[3]:
-            return
-        await c.execute("UPDATE messages SET next_attempt_at=$1 WHERE id=$2", next_at, msg_id)
-        await self._set_state(c, msg_id, RETRYING, False, err, {"next_attempt_at": iso(next_at)})
+        await self._call(Batch.retrying, msg_id, next_at, error)
 
     async def finish(self, msg_id: str, state: str, error: dict[str, Any] | None) -> None:
         """End a message in a final state of the engine's own (rejected, failed, expired)."""
-        await self._call(self._finish, msg_id, state, error)
-
-    async def _finish(self, c: Conn, msg_id: str, state: str, err: dict[str, Any] | None) -> None:
-        row = await self._row(c, msg_id)
-        if row is None or row[3]:
-            return
-        await self._set_state(c, msg_id, state, True, err)
+        await self._call(Batch.finish, msg_id, state, error)
 
     async def receipt(self, smsc: str, receipt: Receipt) -> str:
         """Correlate a delivery receipt: returns "matched", "held" (no submit known yet) or "late" (already final)."""
@@ -424,48 +477,7 @@ class PostgresStore(GroupCommitWriter):
     def receipt_nowait(self, smsc: str, receipt: Receipt) -> asyncio.Future[str]:
         """:meth:`receipt` as a future (no coroutine, no task): the session answers the deliver_sm from its
         done-callback."""
-        return self._submit(self._receipt, smsc, receipt)
-
-    async def _receipt(self, c: Conn, smsc: str, receipt: Receipt) -> str:
-        keys = list(receipt_id_keys(receipt.message_id))
-        rows = await c.fetch("SELECT key, msg_id, idx FROM part_keys WHERE smsc=$1 AND key = ANY($2::text[])"
-                             " ORDER BY key, msg_id, idx", smsc, keys)
-        if not rows:
-            blob = orjson.dumps(receipt_to_json(receipt))
-            await c.execute("INSERT INTO held_receipts(uid, smsc, key, receipt, at) "
-                            "SELECT $1, $2, k, $4, $5 FROM unnest($3::text[]) k",
-                            uuid.uuid4().hex, smsc, keys, blob, time.time())
-            await self._bump(c, "receipts_held")
-            return "held"
-        if len({(m, i) for _, m, i in rows}) == 1:
-            _, msg_id, idx = rows[0]
-        else:
-            cands = []
-            for k, m, i in rows:
-                f = await c.fetchrow("SELECT m.final, p.submitted_at FROM messages m JOIN parts p ON "
-                                     "p.msg_id = m.id AND p.idx = $1 WHERE m.id = $2", i, m)
-                cands.append((k, m, i, int(f[0]) if f else 1, f[1] if f else 0.0))
-            msg_id, idx = best_match(cands)
-        outcome = await self._apply_receipt(c, msg_id, idx, receipt)
-        owner = await c.fetchval("SELECT owner FROM messages WHERE id=$1", msg_id)
-        if owner is not None and owner != self.instance:
-            # the SMSC delivered the receipt on this instance's bind, another instance owns the message:
-            # correlated here through the shared store, published by the owner (outbox row owner)
-            await self._bump(c, "receipts_foreign")
-        return outcome
-
-    async def _apply_receipt(self, c: Conn, msg_id: str, idx: int, receipt: Receipt) -> str:
-        await c.execute("UPDATE parts SET state=$1, stat=$2, receipt_at=$3 WHERE msg_id=$4 AND idx=$5",
-                        part_state(receipt), receipt.stat, time.time(), msg_id, idx)
-        row = await self._row(c, msg_id)
-        if row is None or row[3]:
-            await self._bump(c, "receipts_late")
-            return "late"
-        states = [r[0] for r in await c.fetch("SELECT state FROM parts WHERE msg_id=$1", msg_id)]
-        change = after_receipt(states, receipt, row[2])
-        if change is not None:
-            await self._set_state(c, msg_id, *change)
-        return "matched"
+        return self._submit(Batch.receipt, smsc, receipt)
 
     async def mo(self, smsc: str, source: str, dest: str, data: bytes, data_coding: int,
                  concat: tuple[int, int, int] | None, default_alphabet: str,
@@ -545,14 +557,10 @@ class PostgresStore(GroupCommitWriter):
             if not fut.cancelled():
                 fut.exception()     # a failed commit is logged by the writer; the rows are published again
 
-        fut = self._submit(self._outbox_delete, seqs)
+        fut = self._submit(Batch.outbox_delete, seqs)
         fut.add_done_callback(done)
         if len(self._deleting) > OUTBOX_DELETING_MAX:
             await fut           # far ahead of the commits: wait for this one (StoreError if it failed)
-
-    @staticmethod
-    async def _outbox_delete(c: Conn, seqs: list[int]) -> None:
-        await c.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", seqs)
 
     def _read(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -570,19 +578,29 @@ class PostgresStore(GroupCommitWriter):
     # ---------------------------------------------------------------- several instances (docs/scaling.md)
     async def heartbeat(self) -> None:
         """Renew this instance's liveness lease (one row): while it holds, nobody takes its messages."""
-        await self._call(self._heartbeat)
+        await self._call(Batch.heartbeat)
+        done = time.monotonic()
+        if self._lease_from and done - self._lease_from > self.lease_s and not self._lease_lapsed:
+            # renewed only after the previous lease ran out: other instances may have taken messages this one
+            # still holds in memory; from now on each send is fenced by begin_attempt's owner check
+            self._lease_lapsed = True
+            log.warning("lease_lapsed", instance=self.instance, late_s=round(done - self._lease_from - self.lease_s, 3))
+        self._lease_from = done
 
-    async def _heartbeat(self, c: Conn) -> None:
-        now = time.time()
-        await c.execute("INSERT INTO instances(instance, alive_until, started_at) VALUES ($1, $2, $3) "
-                        "ON CONFLICT (instance) DO UPDATE SET alive_until = excluded.alive_until",
-                        self.instance, now + self.lease_s, now)
+    def lease_held(self) -> bool:
+        """True while this instance's lease certainly holds: renewed less than 2/3 of ``lease_s`` ago and
+        never lapsed (the remaining third covers clock skew between the hosts). Then no other instance can
+        have taken this one's messages, and the dispatcher sends a one-part message without writing its
+        attempt first (it is written with the resp, store.submitted_one): one commit less per message."""
+        return (not self._lease_lapsed and self._lease_from > 0
+                and time.monotonic() - self._lease_from < self.lease_s * 2 / 3)
 
     async def release(self) -> None:
         """A clean stop: give the lease up, so other instances take the remaining messages over at once."""
         await self._call(self._release)
 
     async def _release(self, c: Conn) -> None:
+        self._lease_lapsed = True
         await c.execute("UPDATE instances SET alive_until = 0 WHERE instance = $1", self.instance)
 
     async def _claim(self, c: Conn) -> list[str]:
@@ -613,21 +631,7 @@ class PostgresStore(GroupCommitWriter):
     async def rematch_held(self) -> int:
         """Receipts held while their submit_sm_resp was being committed by another instance's writer (the two
         transactions ran concurrently and neither saw the other): apply the ones whose key is now known."""
-        return await self._call(self._rematch_held)
-
-    async def _rematch_held(self, c: Conn) -> int:
-        uids = await c.fetch("SELECT DISTINCT h.uid FROM held_receipts h JOIN part_keys k ON k.smsc = h.smsc "
-                             "AND k.key = h.key LIMIT 1000")
-        n = 0
-        for (uid,) in uids:
-            got = await c.fetch("DELETE FROM held_receipts WHERE uid = $1 RETURNING smsc, receipt", uid)
-            if not got:
-                continue            # another instance applied it
-            await self._receipt(c, got[0][0], receipt_from_json(orjson.loads(got[0][1])))
-            n += 1
-        if n:
-            await self._bump(c, "receipts_rematched", n)
-        return n
+        return await self._call(Batch.rematch)  # type: ignore[no-any-return]
 
     async def _load(self, where: str, *args: Any) -> list[Active]:
         async with self._read().acquire() as c, c.transaction(isolation="repeatable_read", readonly=True):
@@ -682,7 +686,7 @@ class PostgresStore(GroupCommitWriter):
             active = await c.fetch(
                 "SELECT state, COALESCE(smsc, ''), COUNT(*) FROM messages WHERE NOT final GROUP BY 1, 2")
             recent = await c.fetch(
-                "SELECT state, COALESCE(smsc, ''), COUNT(*) FROM messages WHERE final AND updated_at >= $1 "
+                "SELECT state, COALESCE(smsc, ''), COUNT(*) FROM messages WHERE final AND final_at >= $1 "
                 "GROUP BY 1, 2", since)
             counters = await c.fetch("SELECT name, value FROM counters")
             outbox = await c.fetchval("SELECT COUNT(*) FROM outbox WHERE NOT (seq = ANY($1::bigint[]))", deleting)

@@ -5,8 +5,9 @@ arrived while the previous transaction ran are applied together, inside one
 transaction, in one hop to aiosqlite's thread, and committed once. Callers
 await their operation's result, which is only delivered after the commit, so
 "await store.x(...)" means "x is durable". The state machine of a message
-(which event follows which, when a message is final) lives here, next to the
-rows it guards, so the SQL and the rules cannot drift apart.
+(which event follows which, when a message is final) is applied here, next to the
+rows it guards; the rules themselves (which state follows which, what a repeated id does) are
+store/states.py's, shared with the PostgreSQL store.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import itertools
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
@@ -26,7 +28,6 @@ import structlog
 from .. import text
 from ..config import ComplianceConfig
 from ..model import (
-    ENROUTE,
     QUEUED,
     REJECTED,
     RETRYING,
@@ -40,7 +41,19 @@ from ..receipts import Receipt, receipt_id_keys
 from . import optouts
 from .base import AcceptResult, Active
 from .migrations import SQLITE_V1, migrate_sqlite
-from .states import after_receipt, best_match, part_state, receipt_from_json, receipt_to_json, status_event
+from .states import (
+    DUPLICATE_MARK,
+    REPLACE,
+    after_receipt,
+    best_match,
+    final_when_submitted,
+    on_repeat,
+    part_state,
+    receipt_from_json,
+    receipt_to_json,
+    status_event,
+    submits,
+)
 from .writer import GroupCommitWriter, Op
 
 log = structlog.get_logger(__name__)
@@ -57,6 +70,7 @@ class SqliteStore(GroupCommitWriter):
         self.prefix = topic_prefix
         self.outbox_ready = asyncio.Event()
         self._db: aiosqlite.Connection | None = None
+        self.on_reconnect: Callable[[], None] | None = None     # (a file does not disconnect: never called)
         self._init_writer()
         self._held = 0        # held receipts (an upper bound): lets part_submitted skip the lookup when none
         self._published = 0   # every event up to this seq was acknowledged by the broker
@@ -224,10 +238,13 @@ class SqliteStore(GroupCommitWriter):
             cur = c.execute(
                 "INSERT OR IGNORE INTO messages(id, req, state, created_at, updated_at, ttl_at) VALUES (?,?,?,?,?,?)",
                 (req.id, doc, QUEUED, now, now, ttl_at))
+            rid = cur.lastrowid
             if cur.rowcount == 0:
-                result.duplicates.append(req.id)
-                continue
-            self._emit(c, (req.id, doc, QUEUED, 0, None, 0, 0, cur.lastrowid), req.id, QUEUED)  # the row just inserted
+                rid = self._repeated(c, req.id, doc, QUEUED, None, now, ttl_at)
+                if rid is None:
+                    result.duplicates.append(req.id)
+                    continue
+            self._emit(c, (req.id, doc, QUEUED, 0, None, 0, 0, rid), req.id, QUEUED)  # the row just written
             result.new.append(req)
         for rej in rejections:
             err = error(rej.code, None, rej.detail)
@@ -239,11 +256,32 @@ class SqliteStore(GroupCommitWriter):
             cur = c.execute(
                 "INSERT OR IGNORE INTO messages(id, req, state, final, error, created_at, updated_at, ttl_at) "
                 "VALUES (?,?,?,1,?,?,?,?)", (rej.id, blob, REJECTED, orjson.dumps(err), now, now, now))
+            rid = cur.lastrowid
             if cur.rowcount == 0:
-                result.duplicates.append(rej.id)
-                continue
-            self._emit(c, (rej.id, blob, REJECTED, 1, None, 0, 0, cur.lastrowid), rej.id, REJECTED, err)
+                rid = self._repeated(c, rej.id, blob, REJECTED, err, now, now)
+                if rid is None:
+                    result.duplicates.append(rej.id)
+                    continue
+            self._emit(c, (rej.id, blob, REJECTED, 1, None, 0, 0, rid), rej.id, REJECTED, err)
         return result
+
+    def _repeated(self, c: sqlite3.Connection, msg_id: str, doc: bytes, state: str, err: dict[str, Any] | None,
+                  now: float, ttl_at: float) -> int | None:
+        """A request (``state`` queued) or an invalid request (rejected, ``err``) with the id of a stored
+        message (states.on_repeat): its rid when the request replaced the stored one (the caller emits the new
+        state), else None, after the stored message's current state was published again as a duplicate."""
+        row = self._row(c, msg_id)
+        if row is None:
+            return None
+        if on_repeat(row[2], bool(row[3]), int(row[6])) == REPLACE:
+            c.execute("UPDATE messages SET req=?, state=?, final=?, error=?, smsc=NULL, parts=0, attempt=0, "
+                      "ref=NULL, next_attempt_at=NULL, created_at=?, updated_at=?, ttl_at=? WHERE rid=?",
+                      (doc, state, int(state == REJECTED), orjson.dumps(err) if err else None, now, now, ttl_at,
+                       row[7]))
+            return int(row[7])
+        stored = c.execute("SELECT error FROM messages WHERE rid=?", (row[7],)).fetchone()[0]
+        self._emit(c, row, msg_id, row[2], orjson.loads(stored) if stored else None, DUPLICATE_MARK)
+        return None
 
     async def begin_attempt(self, msg_id: str, smsc: str, parts: int, ref: int | None) -> tuple[int, int]:
         """Bind the message to an SMSC, its part count and concatenation reference (kept from the first
@@ -327,14 +365,11 @@ class SqliteStore(GroupCommitWriter):
 
     @staticmethod
     def _submits(row: tuple[Any, ...]) -> bool:
-        """Every part having its SMSC message id makes the message submitted, unless it is final or a receipt
-        already moved it on."""
-        return not row[3] and row[2] not in (SUBMITTED, ENROUTE)
+        return submits(row[2], bool(row[3]))
 
     @staticmethod
     def _final_when_submitted(row: tuple[Any, ...]) -> bool:
-        """Submitted is final for a message that asked for no receipt."""
-        return not orjson.loads(row[1]).get("dlr", True)
+        return final_when_submitted(orjson.loads(row[1]))
 
     def _now_submitted(self, c: sqlite3.Connection, row: tuple[Any, ...], ids: list[str] | None) -> None:
         """Every part has its SMSC message id: the state change of :meth:`_submits`, if it applies."""
@@ -592,6 +627,9 @@ class SqliteStore(GroupCommitWriter):
 
     async def release(self) -> None:
         return None
+
+    def lease_held(self) -> bool:
+        return True         # nobody else can take this instance's messages
 
     async def trace(self, msg_id: str) -> dict[str, Any] | None:
         assert self._db is not None

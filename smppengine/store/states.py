@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import DELIVERED, ENROUTE, EXPIRED, SUBMITTED, UNDELIVERED, error, iso
+from ..model import DELIVERED, ENROUTE, EXPIRED, REJECTED, SUBMITTED, UNDELIVERED, error, iso
 from ..receipts import FINAL_STATE, Receipt
 
 # a part's state after a receipt, by the receipt's contract outcome
@@ -51,6 +51,34 @@ def _after_receipt(part_states: list[str], receipt: Receipt, current: str) -> tu
     if outcome == ENROUTE and current in (SUBMITTED, ENROUTE):
         return ENROUTE, False, None
     return None
+
+
+def submits(state: str, final: bool) -> bool:
+    """Every part having its SMSC message id makes the message submitted, unless it is final or a receipt
+    already moved it on."""
+    return not final and state not in (SUBMITTED, ENROUTE)
+
+
+def final_when_submitted(req: dict[str, Any]) -> bool:
+    """Submitted is final for a message that asked for no receipt."""
+    return not req.get("dlr", True)
+
+
+# What a request whose id is already stored does (issue 19; docs/mqtt-api.md "Repeated ids"):
+REPLACE = "replace"        # the stored one was rejected and never sent: the new request takes its place
+DUPLICATE = "duplicate"    # not sent again; the stored message's current state is published again
+
+
+def on_repeat(state: str, final: bool, attempt: int) -> str:
+    """A request (or an invalid request) arrives with the id of a stored message: REPLACE when the stored
+    message was rejected before any submit_sm (invalid, no route, opted out: attempt 0), so that a corrected
+    request can be sent again under its id; else DUPLICATE."""
+    if final and state == REJECTED and attempt == 0:
+        return REPLACE
+    return DUPLICATE
+
+
+DUPLICATE_MARK = {"duplicate": True}     # added to the event that answers a repeated id
 
 
 def best_match(candidates: list[tuple[str, str, int, int, float | None]]) -> tuple[str, int]:
