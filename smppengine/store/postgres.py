@@ -165,7 +165,7 @@ class PostgresStore(GroupCommitWriter):
         # outbox rows the broker acknowledged whose DELETE is queued and not committed yet: outbox_fetch skips
         # them, so that the publisher need not wait for that commit (see outbox_delete)
         self._deleting: set[int] = set()
-        self._lease_from = 0.0              # monotonic time the last lease renewal was committed
+        self._lease_from = 0.0              # monotonic time the last committed lease renewal was sent
         self._lease_lapsed = False          # a renewal came after the lease had run out (or it was released)
         self.on_reconnect: Callable[[], None] | None = None   # called when the writer reconnected
         self._lost = False                  # the writer lost its connection and has not reconnected yet
@@ -610,6 +610,10 @@ class PostgresStore(GroupCommitWriter):
     # ---------------------------------------------------------------- several instances (docs/scaling.md)
     async def heartbeat(self) -> None:
         """Renew this instance's liveness lease (one row): while it holds, nobody takes its messages."""
+        # The renewal's lease runs from when its operation is applied, somewhere between now and the commit's
+        # end: counted from now, so that a slow commit (a busy host) cannot make the lease look longer than it is
+        # (counted from the commit's end, lease_held said "held" for as long as the commit took past expiry).
+        start = time.monotonic()
         await self._call(Batch.heartbeat)
         done = time.monotonic()
         if self._lease_from and done - self._lease_from > self.lease_s and not self._lease_lapsed:
@@ -617,7 +621,7 @@ class PostgresStore(GroupCommitWriter):
             # still holds in memory; from now on each send is fenced by begin_attempt's owner check
             self._lease_lapsed = True
             log.warning("lease_lapsed", instance=self.instance, late_s=round(done - self._lease_from - self.lease_s, 3))
-        self._lease_from = done
+        self._lease_from = start
 
     def lease_held(self) -> bool:
         """True while this instance's lease certainly holds: renewed less than 2/3 of ``lease_s`` ago and
