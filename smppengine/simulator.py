@@ -5,8 +5,10 @@ and by benchmarks / kill tests (its own process, ``smppengine sim``). See docs/s
 
 Hot-path PDUs whose body is trivial (submit_sm_resp, deliver_sm_resp, enquire_link[_resp],
 unbind[_resp]) are packed / recognised with ``struct`` directly; everything else goes through
-``smppengine.smpp.pdu``. No task is created per PDU: responses are written inline (or with
-``loop.call_later`` when delayed) and the writer is drained only when its buffer grows large.
+``smppengine.smpp.pdu``. PDUs are cut from each read by the engine's own framer
+(``smppengine.smpp.pdu.FrameSplitter``, as in the engine's sessions). No task is created per PDU:
+responses are written inline (or with ``loop.call_later`` when delayed) and the writer is drained
+only when its buffer grows large.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from smppengine.smpp.pdu import (
     encode,
     generic_nack,
     next_seq,
-    read_frame,
 )
 
 log = structlog.get_logger(__name__)
@@ -61,6 +62,7 @@ MESSAGE_STATES: dict[str, int] = {stat: value for value, stat in RECEIPT_STATES.
 
 _HEADER = struct.Struct(">IIII")
 _DRAIN_ABOVE = 256 * 1024  # bytes buffered in a transport before the reader awaits drain()
+_READ_SIZE = 64 * 1024  # bytes asked of the socket per read; FrameSplitter cuts every whole PDU out of them
 _ID_FORMATS = ("hex", "dec")
 
 # submit_sm mandatory fields: everything else in params is recorded as a TLV
@@ -743,23 +745,35 @@ class Simulator:
         slog = self._log.bind(session=sess.id)
         slog.info("sim_connected", peer=str(sess.peer))
         transport = sess.transport
+        split = P.FrameSplitter()  # the engine's own framer: whole PDUs cut from each read
         try:
             while not sess.closed:
                 try:
-                    frame = await read_frame(reader)
-                except EOFError:
+                    data = await reader.read(_READ_SIZE)
+                except (ConnectionError, OSError):
                     break
-                except FrameError as exc:
-                    slog.warning("sim_bad_frame", error=str(exc))
+                if not data:
+                    try:
+                        split.eof()
+                    except FrameError as exc:  # the stream ended inside a PDU
+                        slog.warning("sim_bad_frame", error=str(exc))
+                    except EOFError:
+                        pass
                     break
-                except (ConnectionError, asyncio.IncompleteReadError, OSError):
+                for frame in split.feed(data):
+                    try:
+                        self._on_frame(sess, frame)
+                    except Exception as exc:  # never let one PDU take the simulator down
+                        seq = _HEADER.unpack_from(frame)[3]
+                        slog.exception("sim_pdu_error", seq=seq, error=str(exc))
+                        sess.write(encode(generic_nack(seq, ESME_RSYSERR)))
+                    if sess.closed:  # e.g. unbind: the PDUs after it are not read
+                        break
+                if sess.closed:
                     break
-                try:
-                    self._on_frame(sess, frame)
-                except Exception as exc:  # never let one PDU take the simulator down
-                    seq = _HEADER.unpack_from(frame)[3] if len(frame) >= 16 else 0
-                    slog.exception("sim_pdu_error", seq=seq, error=str(exc))
-                    sess.write(encode(generic_nack(seq, ESME_RSYSERR)))
+                if split.error is not None:  # a bad command_length: the stream cannot be cut any further
+                    slog.warning("sim_bad_frame", error=str(split.error))
+                    break
                 if transport.get_write_buffer_size() > _DRAIN_ABOVE:
                     try:
                         await writer.drain()
