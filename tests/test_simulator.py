@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from smppengine.sim_control import start_control
 from smppengine.simulator import (
     NoReceiverError,
     SimOptions,
     Simulator,
     parse_sim_args,
     run_simulator_cli,
+    start_control,
 )
 from smppengine.smpp.pdu import Pdu, encode, next_seq
 
