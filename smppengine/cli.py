@@ -320,8 +320,7 @@ async def _run_demo(store: str) -> None:
     from .broker import InProcessBroker, Mosquitto, free_port, mosquitto_available, remove_stale_dirs
     from .engine import Engine
     from .locate import DemoState, remove_state, write_state
-    from .sim_control import start_control
-    from .simulator import Simulator
+    from .simulator import Simulator, start_control
 
     stop = asyncio.Event()
     _install_signals(stop)
@@ -407,7 +406,7 @@ def _demo_banner(state: Any, mqtt_port: int) -> str:
 
 # ---------------------------------------------------------------------- sim
 def _sim(args: argparse.Namespace) -> int:
-    from .sim_control import serve
+    from .simulator import serve
 
     logs.configure("info", "auto")
     creds = {args.system_id: args.password or ""} if args.system_id else None

@@ -11,15 +11,17 @@ from typing import Any
 
 import pytest
 
-from smppengine.sim_control import start_control
 from smppengine.simulator import (
     NoReceiverError,
     SimOptions,
     Simulator,
     parse_sim_args,
     run_simulator_cli,
+    start_control,
 )
-from smppengine.smpp.pdu import Pdu, decode, encode, next_seq, read_frame
+from smppengine.smpp.pdu import Pdu, encode, next_seq
+
+from .helpers import FrameReader
 
 ESME_RINVBNDSTS = 0x04
 ESME_RINVPASWD = 0x0E
@@ -36,6 +38,7 @@ class Client:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.frames = FrameReader(reader)
         self.seq = 0
 
     @classmethod
@@ -64,7 +67,7 @@ class Client:
 
     async def recv(self, wait: float = T) -> Pdu:
         async with asyncio.timeout(wait):
-            return decode(await read_frame(self.reader))
+            return await self.frames.pdu()
 
     async def bind(self, kind: str = "transceiver", system_id: str = "acme", password: str = "secret") -> Pdu:
         seq = await self.send(f"bind_{kind}", system_id=system_id, password=password, interface_version=0x34)
@@ -465,6 +468,24 @@ async def test_bad_frame_length_closes_only_that_session(sim: Simulator, client:
         assert (await other.submit_and_resp(rd=0)).status == 0
     finally:
         await other.close()
+
+
+async def test_pdus_cut_anyhow_are_all_answered_and_a_bad_length_closes_after_the_pdus_before_it(
+        sim: Simulator, client: Client) -> None:
+    await client.bind()
+    # ten enquire_links in one write, cut across three writes at odd places
+    stream = b"".join(encode(Pdu("enquire_link", 100 + i)) for i in range(10))
+    for part in (stream[:7], stream[7:90], stream[90:]):
+        await client.send_raw(part)
+    assert [(p.command, p.seq) for p in [await client.recv() for _ in range(10)]] == [
+        ("enquire_link_resp", 100 + i) for i in range(10)]
+    # one write: a whole enquire_link, then a PDU whose command_length is too large: the first is still answered
+    await client.send_raw(encode(Pdu("enquire_link", 200)) + struct.pack(">IIII", 0xFFFFFFFF, 4, 0, 201))
+    resp = await client.recv()
+    assert (resp.command, resp.seq) == ("enquire_link_resp", 200)
+    with pytest.raises((EOFError, ConnectionError)):
+        await client.recv()
+    assert sim.enquire_links_received == 11
 
 
 # --------------------------------------------------------------------------- MO
