@@ -92,6 +92,13 @@ def test_a_paho_with_changed_internals_is_refused_loudly() -> None:
         paho_internals.paho_of(object())                              # type: ignore[arg-type]
 
 
+def test_the_link_refuses_to_start_on_a_paho_whose_internals_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No silent fallback to a slower path: the engine's link does not come up at all."""
+    monkeypatch.delattr(paho.mqtt.client.Client, "_handle_publish")
+    with pytest.raises(InternalsChanged, match="_handle_publish is missing"):
+        MqttLink(MqttConfig(), "t1", lambda m: None)
+
+
 def test_no_class_of_paho_or_aiomqtt_is_patched() -> None:
     """Importing the link and creating one leaves every function of both libraries' classes their own."""
     MqttLink(MqttConfig(), "t1", lambda m: None)
