@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="stat of every receipt: DELIVRD, UNDELIV, REJECTD, EXPIRED ... (default: %(default)s)")
     sim.add_argument("--tps-limit", type=float, default=None, metavar="TPS",
                      help="answer ESME_RTHROTTLED above this many submits per second (default: no limit)")
+    sim.add_argument("--tps-jitter-ms", type=float, default=0.0, metavar="MS",
+                     help="with --tps-limit: count over 1 s minus this, allowing for jitter (default: %(default)s)")
     sim.add_argument("--no-record", action="store_true", help="do not keep every submit in memory (benchmarks)")
 
     send = sub.add_parser("send", help="publish one request and follow its status events until final",
@@ -415,7 +417,8 @@ def _sim(args: argparse.Namespace) -> int:
         task = asyncio.ensure_future(serve(
             args.host, args.port, "127.0.0.1", args.control_port or None, credentials=creds,
             id_format=args.id_format, receipt_id_format=args.receipt_id_format, receipt_delay=args.receipt_delay,
-            receipt_stat=args.receipt_stat, tps_limit=args.tps_limit, record_submits=not args.no_record))
+            receipt_stat=args.receipt_stat, tps_limit=args.tps_limit, record_submits=not args.no_record,
+            tps_jitter=args.tps_jitter_ms / 1000.0))
         stop = asyncio.Event()
         _install_signals(stop)
         stopper = asyncio.ensure_future(stop.wait())

@@ -335,6 +335,17 @@ async def test_throttle_sliding_window(sim: Simulator, client: Client) -> None:
     assert (await client.submit_and_resp(rd=0)).status == 0
 
 
+def test_throttle_jitter_tolerance() -> None:
+    """tps_jitter shortens the throttle window: 5 submits 0.2 s apart then a 6th 0.95 s after the first is a
+    throttle in a strict 1 s window but not with 100 ms of jitter allowed; one 0.85 s after still is."""
+    for jitter, at, throttled in ((0.0, 0.95, True), (0.1, 0.95, False), (0.1, 0.85, True)):
+        s = Simulator(tps_limit=5, tps_jitter=jitter)
+        assert [s._throttle(t) for t in (0.0, 0.2, 0.4, 0.6, 0.8)] == [False] * 5
+        assert s._throttle(at) is throttled, (jitter, at)
+    with pytest.raises(ValueError, match="tps_jitter"):
+        Simulator(tps_jitter=1.0)
+
+
 async def test_fail_destination_and_fail_next(sim: Simulator, client: Client) -> None:
     await client.bind()
     sim.fail_destination("4400", ESME_RINVDSTADR)
@@ -634,6 +645,7 @@ def test_parse_sim_args() -> None:
     assert opts.control_port == 8775
     assert opts.simulator_kwargs()["credentials"] == {"x": "y"}
     assert opts.simulator_kwargs()["record_submits"] is False
+    assert parse_sim_args(["--tps-jitter-ms", "100"]).simulator_kwargs()["tps_jitter"] == 0.1
     with pytest.raises(SystemExit):
         parse_sim_args(["--credentials", "no-colon"])
 

@@ -65,6 +65,10 @@ def parse_sim_args(argv: Sequence[str]) -> SimOptions:
     ap.add_argument("--receipt-delay", type=float, default=0.0)
     ap.add_argument("--receipt-stat", choices=sorted(MESSAGE_STATES), default="DELIVRD")
     ap.add_argument("--tps-limit", type=float, default=None)
+    ap.add_argument(
+        "--tps-jitter-ms", type=float, default=0.0,
+        help="throttle only when more than --tps-limit submits arrive within 1 s minus this (default 0)",
+    )
     ap.add_argument("--name", default="sim")
     ap.add_argument("--enquire-link-s", type=float, default=30.0)
     ap.add_argument(
@@ -95,7 +99,8 @@ def parse_sim_args(argv: Sequence[str]) -> SimOptions:
         tps_limit=ns.tps_limit,
         name=ns.name,
         enquire_link_s=ns.enquire_link_s,
-        extra={"record_submits": False} if ns.no_record else {},
+        extra={**({"record_submits": False} if ns.no_record else {}),
+               **({"tps_jitter": ns.tps_jitter_ms / 1000.0} if ns.tps_jitter_ms else {})},
     )
 
 

@@ -82,6 +82,13 @@ class _HoldPlan:
     unbind_resp_first: bool  # ESME unbind: answer it at once, the held resps follow (else resps, then it)
 
 
+def _check_jitter(jitter: float) -> float:
+    jitter = float(jitter)
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError(f"tps_jitter must be in [0, 1) seconds, not {jitter!r}")
+    return jitter
+
+
 def _format_id(n: int, fmt: str) -> str:
     return format(n, "x") if fmt == "hex" else str(n)
 
@@ -100,6 +107,7 @@ class Simulator(Receipts, MoInjection):
         receipt_delay: float = 0.0,
         receipt_stat: str = "DELIVRD",
         tps_limit: float | None = None,
+        tps_jitter: float = 0.0,
         name: str = "sim",
         enquire_link_s: float = 30.0,
         receipt_tlvs: bool = True,
@@ -131,6 +139,7 @@ class Simulator(Receipts, MoInjection):
         self.receipt_retry_s = receipt_retry_s
         self.enquire_link_s = enquire_link_s
         self.tps_limit = tps_limit
+        self.tps_jitter = _check_jitter(tps_jitter)
         self.response_delay = 0.0
         self.record_submits = record_submits
 
@@ -272,6 +281,7 @@ class Simulator(Receipts, MoInjection):
     def knobs(self) -> dict[str, Any]:
         return {
             "tps_limit": self.tps_limit,
+            "tps_jitter": self.tps_jitter,
             "response_delay": self.response_delay,
             "refuse_binds": self._refuse_binds is not None,
             "refuse_binds_status": self._refuse_binds,
@@ -731,10 +741,14 @@ class Simulator(Receipts, MoInjection):
         self._changed()
 
     def _throttle(self, now: float) -> bool:
-        """Sliding 1 s window over the submits that reached this check and were not throttled (tracked even
-        with no limit set, so a limit set mid-stream counts the last second's traffic)."""
+        """Sliding window over the submits that reached this check and were not throttled (tracked even
+        with no limit set, so a limit set mid-stream counts the last second's traffic): more than
+        ``tps_limit`` of them within 1 s - ``tps_jitter`` is a throttle. ``now`` is when this process read
+        the submit, which lags its arrival when the process waits for a CPU; the jitter tolerance keeps
+        that lag from making evenly spaced submits look bunched (what a real SMSC allows for network
+        jitter). 0 = a strict 1 s window."""
         window = self._window
-        edge = now - 1.0
+        edge = now - (1.0 - self.tps_jitter)
         while window and window[0] <= edge:
             window.popleft()
         if self.tps_limit is not None and len(window) >= self.tps_limit:
