@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="stat of every receipt: DELIVRD, UNDELIV, REJECTD, EXPIRED ... (default: %(default)s)")
     sim.add_argument("--tps-limit", type=float, default=None, metavar="TPS",
                      help="answer ESME_RTHROTTLED above this many submits per second (default: no limit)")
+    sim.add_argument("--tps-jitter-ms", type=float, default=0.0, metavar="MS",
+                     help="with --tps-limit: count over 1 s minus this, allowing for jitter (default: %(default)s)")
     sim.add_argument("--no-record", action="store_true", help="do not keep every submit in memory (benchmarks)")
 
     send = sub.add_parser("send", help="publish one request and follow its status events until final",
@@ -320,8 +322,7 @@ async def _run_demo(store: str) -> None:
     from .broker import InProcessBroker, Mosquitto, free_port, mosquitto_available, remove_stale_dirs
     from .engine import Engine
     from .locate import DemoState, remove_state, write_state
-    from .sim_control import start_control
-    from .simulator import Simulator
+    from .simulator import Simulator, start_control
 
     stop = asyncio.Event()
     _install_signals(stop)
@@ -407,7 +408,7 @@ def _demo_banner(state: Any, mqtt_port: int) -> str:
 
 # ---------------------------------------------------------------------- sim
 def _sim(args: argparse.Namespace) -> int:
-    from .sim_control import serve
+    from .simulator import serve
 
     logs.configure("info", "auto")
     creds = {args.system_id: args.password or ""} if args.system_id else None
@@ -416,7 +417,8 @@ def _sim(args: argparse.Namespace) -> int:
         task = asyncio.ensure_future(serve(
             args.host, args.port, "127.0.0.1", args.control_port or None, credentials=creds,
             id_format=args.id_format, receipt_id_format=args.receipt_id_format, receipt_delay=args.receipt_delay,
-            receipt_stat=args.receipt_stat, tps_limit=args.tps_limit, record_submits=not args.no_record))
+            receipt_stat=args.receipt_stat, tps_limit=args.tps_limit, record_submits=not args.no_record,
+            tps_jitter=args.tps_jitter_ms / 1000.0))
         stop = asyncio.Event()
         _install_signals(stop)
         stopper = asyncio.ensure_future(stop.wait())

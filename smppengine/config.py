@@ -57,19 +57,6 @@ class MqttConfig:
     receive_maximum: int = 65535  # MQTT 5 Receive Maximum announced in CONNECT: requests in flight to us
     embedded: bool = False       # set by `run` without --config: start a private broker
 
-    # Derived from ``url`` (validated by parse_config, so these never fail on a loaded config).
-    @property
-    def tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts"
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        return urlsplit(self.url).port or (8883 if self.tls else 1883)
-
 
 @dataclass(frozen=True)
 class HttpConfig:

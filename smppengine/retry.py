@@ -73,3 +73,19 @@ def reconnect_delay(failures: int, rng: random.Random, *, bind_failed: bool = Fa
     else:
         cap = _exp_cap(RECONNECT_INITIAL, RECONNECT_MAX, failures)
     return rng.uniform(cap / 2.0, cap)
+
+
+MQTT_RECONNECT_INITIAL = 1.0
+MQTT_RECONNECT_MAX = 30.0
+
+
+def mqtt_reconnect_delay(failures: int, rng: random.Random) -> float:
+    """Seconds the MQTT link waits before reconnecting after ``failures`` consecutive failures.
+
+    Equal jitter as :func:`reconnect_delay`: uniform in ``[cap/2, cap]`` with ``cap`` doubling from 1 s up to
+    30 s (a broker is one's own: back within half a minute). ``failures <= 0`` means connect now: 0.0.
+    """
+    if failures <= 0:
+        return 0.0
+    cap = _exp_cap(MQTT_RECONNECT_INITIAL, MQTT_RECONNECT_MAX, failures)
+    return rng.uniform(cap / 2.0, cap)

@@ -161,23 +161,50 @@ class AdaptiveRate:
         self._since = now
 
 
+class SendStamp:
+    """One send in a :class:`SendLog`: when it left, once it has (see :meth:`SendLog.record`)."""
+
+    __slots__ = ("at", "left")
+
+    def __init__(self, at: float, left: bool) -> None:
+        self.at = at
+        self.left = left
+
+    def sent(self, now: float) -> None:
+        """The submit's bytes were handed to the kernel at ``now`` (a time taken after the write returned)."""
+        if not self.left:
+            self.at = max(self.at, now)
+            self.left = True
+
+
 class SendLog:
     """The last sends' actual times: the hard guarantee behind the bucket.
 
     The bucket spaces *reservations*; a send that leaves late (a busy loop) can
-    bunch up with the next one. This log looks at the times sends really left and
+    bunch up with the next one. This log holds the times sends really left and
     delays a send until the one ``limit`` sends earlier is at least ``span``
-    (+ 20 ms, 2 %, for the jitter between our send and the SMSC's clock) in the past, so no sliding window
-    ever carries more than ``limit`` sends.
+    (+ 20 ms, 2 %, for the jitter between our send and the SMSC's clock) in the
+    past, so no sliding window ever carries more than ``limit`` sends.
+
+    "Left" means handed to the kernel: the engine records a send when it passes
+    the check (``record(now, pending=True)``) and stamps it when its bytes were
+    written (:meth:`SendStamp.sent`, after the write returned), which under load
+    can be many milliseconds later. A check whose reference send has not left
+    yet waits for it. Since every check runs at or after the previous one, send
+    n leaves at or after every send up to n - limit left plus ``span``: no
+    window of actual write times holds more than ``limit``, however late the
+    writes are.
     """
 
     __slots__ = ("span", "_times")
+
+    PENDING_POLL_S = 0.001  # wait while the reference send has been recorded but not written yet
 
     def __init__(self, span: float = 1.0 + 0.02) -> None:
         from collections import deque
 
         self.span = span
-        self._times: deque[float] = deque()
+        self._times: deque[SendStamp] = deque()
 
     def wait(self, now: float, limit: int) -> float:
         """Seconds to wait before one more send keeps every window at ``limit`` sends or fewer."""
@@ -187,7 +214,15 @@ class SendLog:
             times.popleft()
         if len(times) < limit:
             return 0.0
-        return max(0.0, times[0] + self.span - now)
+        first = times[0]
+        if not first.left:
+            return self.PENDING_POLL_S
+        return max(0.0, first.at + self.span - now)
 
-    def record(self, now: float) -> None:
-        self._times.append(now)
+    def record(self, now: float, pending: bool = False) -> SendStamp:
+        """Record a send that passed :meth:`wait` at ``now``. With ``pending`` its bytes have not left yet: call
+        ``.sent(t)`` on the returned stamp once they have (until then, sends that are checked against it
+        wait)."""
+        stamp = SendStamp(now, not pending)
+        self._times.append(stamp)
+        return stamp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import uuid
@@ -16,6 +17,7 @@ import orjson
 from smppengine.config import Config, parse_config
 from smppengine.engine import Engine
 from smppengine.mqtt import parse_url
+from smppengine.smpp import pdu as P
 
 FINAL = {"delivered", "undelivered", "expired", "rejected", "failed"}
 
@@ -358,3 +360,27 @@ async def eventually(cond: Callable[[], bool], timeout: float = 20.0, what: str 
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
         await asyncio.sleep(0.01)
+
+
+class FrameReader:
+    """Whole PDUs off an asyncio stream, cut by the engine's own framer (:class:`P.FrameSplitter`), for the
+    tests' hand-written ESMEs and SMSCs. :meth:`read` raises EOFError at EOF between PDUs and FrameError for a
+    bad command_length or an EOF inside a PDU (after the whole PDUs before it)."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.split = P.FrameSplitter()
+        self.frames: collections.deque[bytes] = collections.deque()
+
+    async def read(self) -> bytes:
+        while not self.frames:
+            if self.split.error is not None:
+                raise self.split.error
+            data = await self.reader.read(65536)
+            if not data:
+                self.split.eof()  # raises EOFError or FrameError
+            self.frames.extend(self.split.feed(data))
+        return self.frames.popleft()
+
+    async def pdu(self) -> P.Pdu:
+        return P.decode(await self.read())

@@ -219,12 +219,14 @@ def test_bad_mqtt_url(url: str, message: str) -> None:
 
 
 def test_mqtt_url_ports_and_tls() -> None:
+    from smppengine.mqtt import parse_url  # what the MQTT link connects to
+
     m = parse_config(doc(mqtt={"url": "mqtt://broker"})).mqtt
-    assert (m.host, m.port, m.tls) == ("broker", 1883, False)
+    assert parse_url(m.url) == ("broker", 1883, False)
     m = parse_config(doc(mqtt={"url": "mqtts://broker.example", "ca_file": "/ca.pem"})).mqtt
-    assert (m.host, m.port, m.tls, m.ca_file) == ("broker.example", 8883, True, "/ca.pem")
+    assert (*parse_url(m.url), m.ca_file) == ("broker.example", 8883, True, "/ca.pem")
     m = parse_config(doc(mqtt={"url": "mqtts://[::1]:9999/"})).mqtt
-    assert (m.host, m.port, m.tls) == ("::1", 9999, True)
+    assert parse_url(m.url) == ("::1", 9999, True)
 
 
 @pytest.mark.parametrize(
@@ -409,8 +411,7 @@ def test_demo_toml_equals_demo_config() -> None:
 
 def test_demo_config_arguments() -> None:
     c = demo_config(smsc_port=12775, mqtt_url="mqtt://localhost:11883", store="/tmp/x.db")
-    assert (c.smsc[0].port, c.mqtt.host, c.mqtt.port, c.engine.store) == (
-        12775, "localhost", 11883, "/tmp/x.db")
+    assert (c.smsc[0].port, c.mqtt.url, c.engine.store) == (12775, "mqtt://localhost:11883", "/tmp/x.db")
     with pytest.raises(ConfigError) as info:
         demo_config(smsc_port=2775, mqtt_url="tcp://x", store="x.db")
     assert str(info.value) == '<demo>: mqtt.url: expected an mqtt:// or mqtts:// URL, got "tcp://x"'

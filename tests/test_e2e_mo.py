@@ -10,7 +10,7 @@ from smppengine.broker import Mosquitto
 from smppengine.simulator import Simulator
 from smppengine.smpp import pdu as P
 
-from .helpers import Watcher, eventually, make_config, running_engine, smsc, wait_bound
+from .helpers import FrameReader, Watcher, eventually, make_config, running_engine, smsc, wait_bound
 
 
 async def test_mo_plain_ucs2_and_concatenated(tmp_path: Path, broker: Mosquitto, sim: Simulator) -> None:
@@ -59,14 +59,15 @@ async def _hostile_smsc(script: list[bytes], received: list[P.Pdu], done: asynci
     """An SMSC that accepts any bind, then sends raw bytes and records what the engine answers."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        bind = P.decode(await P.read_frame(reader))
+        frames = FrameReader(reader)
+        bind = await frames.pdu()
         writer.write(P.encode(P.response_for(bind, system_id="evil")))
         for raw in script:
             writer.write(raw)
         await writer.drain()
         try:
             while True:
-                received.append(P.decode(await P.read_frame(reader)))
+                received.append(await frames.pdu())
                 done.set()
         except (EOFError, P.FrameError, ConnectionError):
             pass

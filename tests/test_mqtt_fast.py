@@ -1,4 +1,4 @@
-"""The hot path's QoS 1 publishes and PUBACKs written without paho's per-packet objects (mqtt_fast.py).
+"""The hot path's QoS 1 publishes and PUBACKs written without paho's per-packet objects (smppengine/mqtt/wire.py).
 
 Against a real Mosquitto, on MQTT 5 and 3.1.1: what is published arrives byte-exact and in order (topics
 and payloads of every length class of MQTT's variable-length header), every batch is acknowledged, and the
@@ -21,7 +21,8 @@ from paho.mqtt.properties import Properties
 from smppengine.broker import Mosquitto
 from smppengine.config import MqttConfig
 from smppengine.mqtt import BatchAck, Incoming, MqttLink
-from smppengine.mqtt_fast import FastQos1, _length
+from smppengine.mqtt.paho_internals import PahoWire
+from smppengine.mqtt.wire import FastQos1, _length
 
 
 def test_remaining_length_encoding_matches_the_mqtt_examples() -> None:
@@ -71,10 +72,13 @@ class StandInPaho:
         self.paho_handled.append("PUBLISH")
         return 0
 
+    def _sock_recv(self, bufsize: int) -> bytes:
+        raise BlockingIOError
+
 
 def test_publish_takes_ids_from_paho_wrapping_and_writes_one_buffer() -> None:
     paho = StandInPaho()
-    fast = FastQos1(paho, v5=True)
+    fast = FastQos1(PahoWire(paho), v5=True)
     ack = Counter()
     fast.publish([("a/b", b"x"), ("c", b"y" * 200), ("d", b"")], ack)
     assert ack.mids == [65535, 1, 2] and paho._last_mid == 2      # paho's next id follows on: 3
@@ -87,15 +91,15 @@ def test_publish_takes_ids_from_paho_wrapping_and_writes_one_buffer() -> None:
     second = data[len(first):]
     assert second[:3] == b"\x32\xce\x01"                     # 206 = 2+1+2+1+200 → two length bytes
     assert data.endswith(b"\x32\x06\x00\x01d\x00\x02\x00")
-    v311 = FastQos1(StandInPaho(), v5=False)
+    v311 = FastQos1(PahoWire(StandInPaho()), v5=False)
     v311.publish([("a/b", b"x")], Counter())
-    assert v311._paho.queued[0][1] == b"\x32\x08\x00\x03a/b\xff\xff" + b"x"
+    assert v311._wire.paho.queued[0][1] == b"\x32\x08\x00\x03a/b\xff\xff" + b"x"
 
 
 def test_publish_when_disconnected_raises_and_queues_nothing() -> None:
     paho = StandInPaho()
     paho._sock = None
-    fast = FastQos1(paho, v5=True)
+    fast = FastQos1(PahoWire(paho), v5=True)
     with pytest.raises(ConnectionError):
         fast.publish([("t", b"p")], Counter())
     assert paho.queued == [] and fast.waiting == {}
@@ -103,7 +107,7 @@ def test_publish_when_disconnected_raises_and_queues_nothing() -> None:
 
 def test_pubacks_in_the_read_buffer_are_answered_and_others_left_to_paho() -> None:
     paho = StandInPaho()
-    fast = FastQos1(paho, v5=True)
+    fast = FastQos1(PahoWire(paho), v5=True)
     mine, other = Counter(), Counter()
     fast.waiting.update({7: mine, 8: mine, 9: mine, 300: other})
     data = (b"\x40\x02\x00\x07"              # ours, success without reason code
@@ -120,7 +124,7 @@ def test_pubacks_in_the_read_buffer_are_answered_and_others_left_to_paho() -> No
 
 def test_paho_handler_answers_our_ids_and_passes_on_the_rest() -> None:
     paho = StandInPaho()
-    fast = FastQos1(paho, v5=True)
+    fast = FastQos1(PahoWire(paho), v5=True)
     mine = Counter()
     fast.waiting[5] = mine
     paho._in_packet["packet"] = bytearray(b"\x00\x05")
@@ -143,7 +147,7 @@ def publish_packet(topic: bytes, mid: int, payload: bytes, v5: bool, props: byte
 def test_requests_in_the_read_buffer_go_to_the_engine_in_order(v5: bool) -> None:
     paho = StandInPaho()
     got: list[tuple[bytes, int]] = []
-    fast = FastQos1(paho, v5=v5, topic="sms/outbound", on_request=lambda p, m: got.append((p, m)))
+    fast = FastQos1(PahoWire(paho), v5=v5, topic="sms/outbound", on_request=lambda p, m: got.append((p, m)))
     mine = Counter()
     fast.waiting[9] = mine
     props = b"\x26\x00\x01k\x00\x01v" if v5 else b""            # a user property k=v
@@ -185,10 +189,8 @@ async def running_link(broker: Mosquitto, protocol: int, client_id: str,
             await task
 
 
-@pytest.mark.parametrize(("protocol", "fast"), [(5, True), (4, True), (5, False)])
-async def test_batches_arrive_in_order_byte_exact_and_are_acknowledged(broker: Mosquitto, protocol: int,
-                                                                      fast: bool) -> None:
-    """fast=False: the fallback through paho.publish, for a paho whose internals mqtt_fast does not know."""
+@pytest.mark.parametrize("protocol", [5, 4])
+async def test_batches_arrive_in_order_byte_exact_and_are_acknowledged(broker: Mosquitto, protocol: int) -> None:
     payloads = [bytes([65 + i % 26]) * size for i, size in
                 enumerate([0, 1, 100, 121, 122, 127, 128, 5_000, 16_370, 16_400, 70_000] * 30)]
     items = [(f"fast/status/m{i}" + "x" * (i % 50), p) for i, p in enumerate(payloads)]
@@ -196,13 +198,11 @@ async def test_batches_arrive_in_order_byte_exact_and_are_acknowledged(broker: M
     async with aiomqtt.Client("127.0.0.1", broker.port, protocol=v5, max_queued_incoming_messages=0) as sub:
         await sub.subscribe("fast/status/#", qos=1)
         async with running_link(broker, protocol, f"fast-{protocol}") as link:
-            assert link._fast is not None                    # the installed paho has the expected internals
-            if not fast:
-                link._fast = None
+            assert link._fast is not None
             acks = [link.publish_start(items[i:i + 100]) for i in range(0, len(items), 100)]
             for ack in acks:
                 await link.publish_wait(ack, timeout=20)
-            assert link._fast is None or link._fast.waiting == {}
+            assert link._fast.waiting == {}
             received: list[tuple[str, bytes]] = []
             async with asyncio.timeout(20):
                 async for m in sub.messages:
@@ -215,13 +215,11 @@ async def test_batches_arrive_in_order_byte_exact_and_are_acknowledged(broker: M
             await link.client.publish("fast/other", b"paho", qos=1, timeout=10)
 
 
-@pytest.mark.parametrize(("protocol", "fast"), [(5, True), (4, True), (5, False)])
-async def test_acknowledged_requests_are_not_delivered_again(broker: Mosquitto, protocol: int, fast: bool) -> None:
+@pytest.mark.parametrize("protocol", [5, 4])
+async def test_acknowledged_requests_are_not_delivered_again(broker: Mosquitto, protocol: int) -> None:
     inbox: asyncio.Queue[Incoming] = asyncio.Queue()
     async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
         async with running_link(broker, protocol, f"acks-{protocol}", inbox) as link:
-            if not fast:
-                link._fast = None
             for i in range(300):
                 await pub.publish("fast/outbound", f"r{i}".encode(), qos=1)
             async with asyncio.timeout(20):
@@ -242,7 +240,7 @@ def test_batch_ack_forget_unregisters_its_ids() -> None:
     try:
         waiting: dict[int, object] = {}
         ack = BatchAck(loop.create_future(), waiting)
-        fast = FastQos1(StandInPaho(), v5=True)
+        fast = FastQos1(PahoWire(StandInPaho()), v5=True)
         fast.waiting = waiting  # type: ignore[assignment]
         fast.publish([("t", b"1"), ("t", b"2")], ack)
         assert len(waiting) == 2
@@ -255,7 +253,7 @@ def test_batch_ack_forget_unregisters_its_ids() -> None:
 def test_publishes_beyond_the_broker_window_wait_and_go_out_as_pubacks_free_it() -> None:
     paho = StandInPaho()
     paho._last_mid = 0
-    fast = FastQos1(paho, v5=True)
+    fast = FastQos1(PahoWire(paho), v5=True)
     fast.window = 2                                   # the broker's Receive Maximum
     first, second = Counter(), Counter()
     fast.publish([("t", b"1"), ("t", b"2"), ("t", b"3")], first)
@@ -276,7 +274,7 @@ def test_publishes_beyond_the_broker_window_wait_and_go_out_as_pubacks_free_it()
 
 def test_a_batch_given_up_on_is_not_written_after_all() -> None:
     paho = StandInPaho()
-    fast = FastQos1(paho, v5=True)
+    fast = FastQos1(PahoWire(paho), v5=True)
     fast.window = 1
     kept, dropped = Counter(), Counter()
     fast.publish([("t", b"1")], kept)

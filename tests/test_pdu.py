@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from typing import Any
 
@@ -25,7 +24,6 @@ from smppengine.smpp.pdu import (
     encode,
     generic_nack,
     next_seq,
-    read_frame,
     response_for,
 )
 
@@ -599,49 +597,6 @@ def test_constants() -> None:
 # --- framing -------------------------------------------------------------------------------------------------
 
 
-def _reader(*chunks: bytes, eof: bool = True) -> asyncio.StreamReader:
-    r = asyncio.StreamReader()
-    for c in chunks:
-        r.feed_data(c)
-    if eof:
-        r.feed_eof()
-    return r
-
-
-async def test_read_frame_sequence_then_eof() -> None:
-    a = encode(Pdu("enquire_link", 1))
-    b = encode(Pdu("submit_sm_resp", 2, 0, {"message_id": "x"}))
-    r = _reader(a + b[:5], b[5:])
-    assert await read_frame(r) == a
-    assert await read_frame(r) == b
-    with pytest.raises(EOFError):
-        await read_frame(r)
-
-
-async def test_read_frame_eof_mid_frame() -> None:
-    a = encode(Pdu("submit_sm_resp", 2, 0, {"message_id": "xyz"}))
-    for cut in range(1, len(a)):
-        with pytest.raises(FrameError):
-            await read_frame(_reader(a[:cut]))
-
-
-@pytest.mark.parametrize("length", [0, 1, 4, 15, P.MAX_PDU_LEN + 1, 0xFFFFFFFF])
-async def test_read_frame_bad_command_length(length: int) -> None:
-    # no more data and no EOF: the error must come from the length alone, without waiting
-    r = _reader(struct.pack(">I", length) + b"\x00\x00\x00\x15", eof=False)
-    with pytest.raises(FrameError):
-        await read_frame(r)
-
-
-async def test_read_frame_max_len() -> None:
-    big = encode(Pdu("submit_sm", 1, 0, {"message_payload": b"x" * 1000}))
-    assert await read_frame(_reader(big)) == big
-    with pytest.raises(FrameError):
-        await read_frame(_reader(big), max_len=500)
-    exact = frame(0x12345, b"\0" * (P.MAX_PDU_LEN - 16))
-    assert await read_frame(_reader(exact)) == exact
-
-
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=300), min_size=0, max_size=12), st.data())
 def test_frame_splitter_cuts_any_chunking_into_the_same_pdus(bodies: list[bytes], data: st.DataObject) -> None:
@@ -663,7 +618,7 @@ def test_frame_splitter_eof_mid_frame_and_bad_length() -> None:
         assert split.feed(a[:cut]) == []
         with pytest.raises(FrameError, match="EOF after"):
             split.eof()
-    for length in (0, 15, P.MAX_PDU_LEN + 1, 0xFFFFFFFF):
+    for length in (0, 1, 4, 15, P.MAX_PDU_LEN + 1, 0xFFFFFFFF):
         split = P.FrameSplitter()
         # the PDU before the bad length still comes out; then the stream is unusable
         assert split.feed(a + struct.pack(">I", length) + b"\x00" * 12 + a) == [a]
@@ -671,6 +626,8 @@ def test_frame_splitter_eof_mid_frame_and_bad_length() -> None:
     big = encode(Pdu("submit_sm", 1, 0, {"message_payload": b"x" * 1000}))
     assert P.FrameSplitter().feed(big) == [big]
     assert P.FrameSplitter(max_len=500).feed(big) == []
+    exact = frame(0x12345, b"\0" * (P.MAX_PDU_LEN - 16))    # exactly MAX_PDU_LEN: accepted
+    assert P.FrameSplitter().feed(exact) == [exact]
 
 
 # --- property tests: our codec == smpplib, both directions, every command smpplib knows ------------------

@@ -1,6 +1,7 @@
-"""Hostile input: >= 100,000 malformed PDUs through read_frame + decode.
+"""Hostile input: >= 100,000 malformed PDUs through FrameSplitter + decode (the framer and codec that the engine's
+sessions and the simulator use).
 
-Only EOFError / FrameError (from read_frame) and PduError (from decode) may escape; a PduError must carry
+Only EOFError / FrameError (from the FrameSplitter) and PduError (from decode) may escape; a PduError must carry
 ESME_RINVCMDLEN or ESME_RINVCMDID (ESME_RSYSERR would mean an unexpected exception inside the decoder, i.e. a
 bug) and the header's sequence number. Whatever decodes must re-encode (or be refused with ValueError), and the
 re-encoding must be a fixpoint. Memory must stay bounded whatever command_length claims.
@@ -8,7 +9,6 @@ re-encoding must be a fixpoint. Memory must stay bounded whatever command_length
 
 from __future__ import annotations
 
-import asyncio
 import random
 import struct
 import tracemalloc
@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smppengine.smpp import pdu as P
-from smppengine.smpp.pdu import FLAG, INT, OSTR, STR, FrameError, Pdu, PduError, decode, encode, read_frame
+from smppengine.smpp.pdu import FLAG, INT, OSTR, STR, FrameError, Pdu, PduError, decode, encode
 
 ALLOWED_STATUS = {P.ESME_RINVCMDLEN, P.ESME_RINVCMDID}
 SEED = 20261124
@@ -56,22 +56,30 @@ def check_decode(raw: bytes, stats: Stats) -> None:
     assert encode(decode(again)) == again, raw.hex()
 
 
-async def feed_stream(data: bytes, stats: Stats, max_len: int = P.MAX_PDU_LEN) -> None:
-    reader = asyncio.StreamReader()
-    reader.feed_data(data)
-    reader.feed_eof()
-    while True:
-        try:
-            frame = await read_frame(reader, max_len)
-        except EOFError:
-            return
-        except FrameError:
-            stats.frame_errors += 1
-            return
+def feed_stream(data: bytes, stats: Stats, max_len: int = P.MAX_PDU_LEN) -> None:
+    """``data`` as a socket would hand it over (in two reads, cut in the middle), then EOF."""
+    split = P.FrameSplitter(max_len)
+    half = len(data) // 2
+    frames = split.feed(data[:half])
+    if split.error is None:
+        frames += split.feed(data[half:])
+    for frame in frames:
         stats.frames += 1
         assert 16 <= len(frame) <= max_len
         assert int.from_bytes(frame[:4], "big") == len(frame)
         check_decode(frame, stats)
+    if split.error is not None:
+        assert isinstance(split.error, FrameError)
+        stats.frame_errors += 1
+        return
+    try:
+        split.eof()
+    except EOFError:
+        return
+    except FrameError:
+        stats.frame_errors += 1
+        return
+    raise AssertionError("FrameSplitter.eof returned")
 
 
 # --- a seeded generator of valid and broken PDUs -------------------------------------------------------------
@@ -195,12 +203,12 @@ def generate_cases(seed: int, n: int) -> list[bytes]:
     return cases
 
 
-async def test_100k_malformed_pdus_through_read_frame_and_decode() -> None:
+def test_100k_malformed_pdus_through_frame_splitter_and_decode() -> None:
     cases = generate_cases(SEED, N_CASES)
     assert len(cases) >= 100_000
     stats = Stats()
     for data in cases:
-        await feed_stream(data, stats)
+        feed_stream(data, stats)
         check_decode(data, stats)  # the raw bytes straight into decode, length lies included
     # the fuzz really reached every outcome
     assert stats.frames > 50_000
@@ -210,7 +218,7 @@ async def test_100k_malformed_pdus_through_read_frame_and_decode() -> None:
     assert stats.reencoded > 5_000
 
 
-async def test_memory_stays_bounded_under_malformed_input() -> None:
+def test_memory_stays_bounded_under_malformed_input() -> None:
     # tracemalloc makes Python ~5x slower: a 20,000-case run of the same generator (other seed) under it
     cases = generate_cases(SEED + 1, 20_000)
     stats = Stats()
@@ -219,7 +227,7 @@ async def test_memory_stays_bounded_under_malformed_input() -> None:
         tracemalloc.reset_peak()
         base, _ = tracemalloc.get_traced_memory()
         for data in cases:
-            await feed_stream(data, stats)
+            feed_stream(data, stats)
             check_decode(data, stats)
         current, peak = tracemalloc.get_traced_memory()
     finally:
@@ -230,20 +238,16 @@ async def test_memory_stays_bounded_under_malformed_input() -> None:
     assert current - base < 64 * 1024, current - base
 
 
-async def test_huge_command_length_allocates_nothing() -> None:
+def test_huge_command_length_allocates_nothing() -> None:
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         base, _ = tracemalloc.get_traced_memory()
         for n in (P.MAX_PDU_LEN + 1, 0x7FFFFFFF, 0xFFFFFFFF):
-            reader = asyncio.StreamReader()
-            reader.feed_data(struct.pack(">IIII", n, P.SUBMIT_SM, 0, 1) + b"\0" * 100)  # no EOF: must not wait
-            try:
-                await read_frame(reader)
-            except FrameError:
-                pass
-            else:
-                raise AssertionError(f"accepted a frame of {n} octets")
+            split = P.FrameSplitter()
+            # no EOF: the length alone is refused, nothing is buffered for the rest
+            assert split.feed(struct.pack(">IIII", n, P.SUBMIT_SM, 0, 1) + b"\0" * 100) == []
+            assert isinstance(split.error, FrameError), f"accepted a frame of {n} octets"
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -273,9 +277,9 @@ def test_hypothesis_consistent_header_random_body(status: int, cid: int, seq: in
 
 @settings(max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.randoms(use_true_random=False), st.binary(max_size=120))
-async def test_hypothesis_stream(rng: random.Random, junk: bytes) -> None:
+def test_hypothesis_stream(rng: random.Random, junk: bytes) -> None:
     data = random_valid_pdu(rng) + mutate(rng, random_valid_pdu(rng)) + junk
-    await feed_stream(data, Stats())
+    feed_stream(data, Stats())
 
 
 # --- regression tests: inputs that once broke the decoder (exact bytes) ---------------------------------------

@@ -83,3 +83,18 @@ def test_reconnect_delay_sequence() -> None:
 def test_reconnect_delay_is_jittered() -> None:
     rng = random.Random(11)
     assert len({reconnect_delay(6, rng) for _ in range(100)}) == 100
+
+
+def test_mqtt_reconnect_delay_doubles_from_1s_to_30s_with_equal_jitter() -> None:
+    from smppengine.retry import mqtt_reconnect_delay
+
+    assert mqtt_reconnect_delay(0, random.Random(1)) == 0.0
+    for failures, cap in [(1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (6, 30.0), (7, 30.0), (10_000, 30.0)]:
+        rng = random.Random(failures)
+        delays = [mqtt_reconnect_delay(failures, rng) for _ in range(500)]
+        assert all(cap / 2 <= d <= cap for d in delays), failures
+        assert max(delays) > cap * 0.95 and min(delays) < cap * 0.55      # spread over the whole range
+    # the same draw as the link's former inline rule: min(30, 0.5 * 2**min(n, 6)) * (0.5 + random() / 2)
+    for n in range(1, 12):
+        a, b = random.Random(n), random.Random(n)
+        assert mqtt_reconnect_delay(n, a) == pytest.approx(min(30.0, 0.5 * 2 ** min(n, 6)) * (0.5 + b.random() / 2))

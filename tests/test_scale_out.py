@@ -227,18 +227,14 @@ async def test_three_instances_share_tps_receipts_and_take_over_a_killed_one(
         submits = await sim.submits()
         assert len(submits) >= n
         # The simulator records a submit when its loop reads it, which on this 2-core machine (three engines,
-        # the simulator, the broker, this test and other work) lags the send: a loop stalled for 100 ms reads
-        # 100 ms of sends at once and squeezes them into a shorter recorded window. Each instance keeps at most
-        # tps/3 sends in any 1.02 s (throttle.SendLog), so by send time any window of 5 × 1.02 s holds at most
-        # 5 × tps; recorded windows of 4.8 s allow 300 ms of such lag. Seen with a 0.95 s window (70 ms allowed):
-        # 151, 155 and 156 under load, where each instance at the full 150/s (a share not kept) shows ~2 × tps.
-        peak5 = _max_per_second([s["at"] for s in submits], span=4.8)
-        assert peak5 <= 5 * tps, f"{peak5} submit_sm in one 4.8 s window (limit {tps} per second)"
-        peak = _max_per_second([s["at"] for s in submits], span=0.95)    # reported only (see above)
+        # the simulator, the broker and this test) can lag the send by more than the 20 ms margin the engines
+        # keep for jitter (throttle.SendLog): seen once, 151 in one 1 s window. A window of 0.95 s allows 70 ms
+        # of such lag and still catches a share that is not kept (each instance at the full 150/s: ~300).
+        peak = _max_per_second([s["at"] for s in submits], span=0.95)
+        assert peak <= tps, f"{peak} submit_sm in one 0.95 s window (limit {tps} per second)"
         throttled = sum(1 for s in submits if s["status"] == 0x58)
         print(f"\n{n} messages on 3 instances, one killed leaving {len(left)}: {claimed} taken over, "
-              f"{counters.get('receipts_foreign')} receipts correlated by a non-owner, peak {peak} in 0.95 s, "
-              f"{peak5} in 4.8 s, "
+              f"{counters.get('receipts_foreign')} receipts correlated by a non-owner, peak {peak}/s, "
               f"{throttled} throttled")
     finally:
         for e in engines:

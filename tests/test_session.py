@@ -14,6 +14,8 @@ from smppengine.config import SmscConfig
 from smppengine.smpp import pdu as P
 from smppengine.smpp.session import ResponseTimeout, Session, SessionClosed
 
+from .helpers import FrameReader
+
 
 class MuteSmsc:
     """Binds, answers a submit_sm only when its text is b"answer"; ``chunk`` bytes per write (to cut PDUs)."""
@@ -24,9 +26,10 @@ class MuteSmsc:
         self.port = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        frames = FrameReader(reader)
         with contextlib.suppress(EOFError, P.FrameError, ConnectionError):
             while True:
-                pdu = P.decode(await P.read_frame(reader))
+                pdu = await frames.pdu()
                 if pdu.command == "bind_transceiver":
                     out = P.encode(P.response_for(pdu, 0, system_id="mute"))
                 elif pdu.command == "submit_sm" and pdu.params.get("short_message") == b"answer":

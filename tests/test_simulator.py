@@ -11,15 +11,17 @@ from typing import Any
 
 import pytest
 
-from smppengine.sim_control import start_control
 from smppengine.simulator import (
     NoReceiverError,
     SimOptions,
     Simulator,
     parse_sim_args,
     run_simulator_cli,
+    start_control,
 )
-from smppengine.smpp.pdu import Pdu, decode, encode, next_seq, read_frame
+from smppengine.smpp.pdu import Pdu, encode, next_seq
+
+from .helpers import FrameReader
 
 ESME_RINVBNDSTS = 0x04
 ESME_RINVPASWD = 0x0E
@@ -36,6 +38,7 @@ class Client:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.frames = FrameReader(reader)
         self.seq = 0
 
     @classmethod
@@ -64,7 +67,7 @@ class Client:
 
     async def recv(self, wait: float = T) -> Pdu:
         async with asyncio.timeout(wait):
-            return decode(await read_frame(self.reader))
+            return await self.frames.pdu()
 
     async def bind(self, kind: str = "transceiver", system_id: str = "acme", password: str = "secret") -> Pdu:
         seq = await self.send(f"bind_{kind}", system_id=system_id, password=password, interface_version=0x34)
@@ -332,6 +335,17 @@ async def test_throttle_sliding_window(sim: Simulator, client: Client) -> None:
     assert (await client.submit_and_resp(rd=0)).status == 0
 
 
+def test_throttle_jitter_tolerance() -> None:
+    """tps_jitter shortens the throttle window: 5 submits 0.2 s apart then a 6th 0.95 s after the first is a
+    throttle in a strict 1 s window but not with 100 ms of jitter allowed; one 0.85 s after still is."""
+    for jitter, at, throttled in ((0.0, 0.95, True), (0.1, 0.95, False), (0.1, 0.85, True)):
+        s = Simulator(tps_limit=5, tps_jitter=jitter)
+        assert [s._throttle(t) for t in (0.0, 0.2, 0.4, 0.6, 0.8)] == [False] * 5
+        assert s._throttle(at) is throttled, (jitter, at)
+    with pytest.raises(ValueError, match="tps_jitter"):
+        Simulator(tps_jitter=1.0)
+
+
 async def test_fail_destination_and_fail_next(sim: Simulator, client: Client) -> None:
     await client.bind()
     sim.fail_destination("4400", ESME_RINVDSTADR)
@@ -465,6 +479,24 @@ async def test_bad_frame_length_closes_only_that_session(sim: Simulator, client:
         assert (await other.submit_and_resp(rd=0)).status == 0
     finally:
         await other.close()
+
+
+async def test_pdus_cut_anyhow_are_all_answered_and_a_bad_length_closes_after_the_pdus_before_it(
+        sim: Simulator, client: Client) -> None:
+    await client.bind()
+    # ten enquire_links in one write, cut across three writes at odd places
+    stream = b"".join(encode(Pdu("enquire_link", 100 + i)) for i in range(10))
+    for part in (stream[:7], stream[7:90], stream[90:]):
+        await client.send_raw(part)
+    assert [(p.command, p.seq) for p in [await client.recv() for _ in range(10)]] == [
+        ("enquire_link_resp", 100 + i) for i in range(10)]
+    # one write: a whole enquire_link, then a PDU whose command_length is too large: the first is still answered
+    await client.send_raw(encode(Pdu("enquire_link", 200)) + struct.pack(">IIII", 0xFFFFFFFF, 4, 0, 201))
+    resp = await client.recv()
+    assert (resp.command, resp.seq) == ("enquire_link_resp", 200)
+    with pytest.raises((EOFError, ConnectionError)):
+        await client.recv()
+    assert sim.enquire_links_received == 11
 
 
 # --------------------------------------------------------------------------- MO
@@ -613,6 +645,7 @@ def test_parse_sim_args() -> None:
     assert opts.control_port == 8775
     assert opts.simulator_kwargs()["credentials"] == {"x": "y"}
     assert opts.simulator_kwargs()["record_submits"] is False
+    assert parse_sim_args(["--tps-jitter-ms", "100"]).simulator_kwargs()["tps_jitter"] == 0.1
     with pytest.raises(SystemExit):
         parse_sim_args(["--credentials", "no-colon"])
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smppengine.throttle import AdaptiveRate, TokenBucket
+from smppengine.throttle import AdaptiveRate, SendLog, TokenBucket
 
 EPS = 1e-9
 
@@ -207,3 +207,54 @@ def test_adaptive_rate_bounds(configured: float, script: list[tuple[float, bool]
     a.on_success(now + 1000.0)
     a.on_success(now + 2000.0)
     assert a.rate == configured
+
+
+# --------------------------------------------------------------------------- SendLog
+
+
+def test_send_log_counts_a_late_write_when_it_left() -> None:
+    """A send checked at 0 whose bytes leave at 0.5 (a busy loop) counts from 0.5: with limit 2 the third
+    send waits until 0.5 + span, not 0 + span (then [0.5, 1.5) would hold three)."""
+    log = SendLog(span=1.0)
+    a = log.record(0.0, pending=True)
+    assert log.wait(0.0, 2) == 0.0
+    b = log.record(0.0, pending=True)
+    assert log.wait(0.4, 2) == SendLog.PENDING_POLL_S        # a has not left yet: wait for it
+    a.sent(0.5)
+    b.sent(0.5)
+    assert log.wait(1.0, 2) == pytest.approx(0.5)
+    assert log.wait(1.5, 2) == 0.0
+    b.sent(9.0)                                              # a second stamp changes nothing
+    assert log.wait(1.5, 2) == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    limit=st.integers(1, 8),
+    sends=st.lists(st.tuples(st.floats(0.0, 0.5), st.floats(0.0, 1.5)), min_size=1, max_size=60),
+)
+def test_send_log_bounds_every_window_of_actual_writes(limit: int, sends: list[tuple[float, float]]) -> None:
+    """Sends pass the check in order but their bytes leave after any delay (up to 1.5 s, out of order): the
+    write times never put more than ``limit`` in a window of ``span``."""
+    log = SendLog(span=1.0)
+    now = 0.0
+    pending: list[tuple[float, object]] = []         # (write time, stamp)
+    written: list[float] = []
+
+    def write_due() -> None:
+        pending.sort(key=lambda p: p[0])
+        while pending and pending[0][0] <= now:
+            t, stamp = pending.pop(0)
+            stamp.sent(t)  # type: ignore[attr-defined]
+            written.append(t)
+
+    for gap, write_delay in sends:
+        now += gap
+        write_due()
+        while (w := log.wait(now, limit)) > 0:
+            now += w
+            write_due()
+        pending.append((now + write_delay, log.record(now, pending=True)))
+    now = math.inf
+    write_due()
+    assert max_in_window(sorted(written)) <= limit

@@ -312,7 +312,7 @@ async def test_simulator_hold_responses_unbinds_releases_then_closes(sim: Simula
 
 async def test_simulator_hold_responses_esme_unbind_and_control_api(sim: Simulator) -> None:
     """unbind_at 0: the ESME's unbind is answered after the held resps; set and cleared over HTTP."""
-    from smppengine.sim_control import start_control
+    from smppengine.simulator import start_control
 
     from .test_simulator import Client, _http
 

@@ -207,7 +207,6 @@ class SmscClient:
                 await asyncio.sleep(wait)
             while (late := self.sendlog.wait(time.monotonic(), int(self.adaptive.rate))) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(late)
-            self.sendlog.record(time.monotonic())
         except BaseException:
             best.reserved -= 1
             self._notify()
@@ -215,6 +214,10 @@ class SmscClient:
         if not best.bound:
             best.reserved -= 1
             raise SessionClosed(best.close_reason or "session closed while waiting for a token")
+        # The send log counts the time the submit's bytes leave (stamped by the session after its write), not
+        # this moment: under load the write can come tens of milliseconds later, and a late write must not
+        # bunch up with the ones after it.
+        stamp = self.sendlog.record(time.monotonic(), pending=True)
         self._sent += 1
         ordinal = self._sent
         self._unanswered[ordinal] = None
@@ -222,11 +225,12 @@ class SmscClient:
         try:
             if self.metrics is not None:
                 self.metrics.submit_sent(self.name, best.id)
-            resp = await best.submit(params)
+            resp = await best.submit(params, on_sent=stamp.sent)
             if self.metrics is not None:
                 self.metrics.resp(self.name, best.id, resp.command, resp.status)
             return resp
         finally:
+            stamp.sent(time.monotonic())       # no-op when the session stamped it; else it never left (slow side)
             self._answered(ordinal, resp)
 
     # ------------------------------------------------------------------ receipts that overtake their resp

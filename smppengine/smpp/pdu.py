@@ -2,8 +2,9 @@
 
 One module owns every byte that crosses an SMPP socket:
 
-* :func:`read_frame` cuts one PDU out of an :class:`asyncio.StreamReader` (framing errors →
-  :class:`FrameError`, the session must close; clean EOF → :class:`EOFError`).
+* :class:`FrameSplitter` cuts whole PDUs out of the bytes read from a socket (a bad command_length →
+  :class:`FrameError`, the session must close; EOF between PDUs → :class:`EOFError`). It is the only framer:
+  the engine's sessions and the simulator both use it.
 * :func:`decode` turns one whole frame into a :class:`Pdu`. It never raises anything but :class:`PduError`:
   the session answers ``generic_nack(status=e.status, seq=e.seq)`` and carries on.
 * :func:`encode` turns a :class:`Pdu` into bytes (``ValueError`` for parameters that cannot be encoded —
@@ -45,7 +46,6 @@ Parameter conventions (encode and decode alike):
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -429,28 +429,6 @@ def encode(pdu: Pdu) -> bytes:
 
 
 # --- framing --------------------------------------------------------------------------------------
-async def read_frame(reader: asyncio.StreamReader, max_len: int = MAX_PDU_LEN) -> bytes:
-    """Read exactly one PDU from ``reader``.
-
-    Raises EOFError on a clean EOF before the first byte of a PDU, FrameError when command_length is < 16 or
-    > ``max_len`` or the stream ends inside a PDU.
-    """
-    try:
-        head = await reader.readexactly(4)
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            raise EOFError("connection closed") from None
-        raise FrameError(f"EOF after {len(exc.partial)} octet(s) of command_length") from None
-    (length,) = _U32.unpack(head)
-    if length < HEADER_LEN or length > max_len:
-        raise FrameError(f"command_length {length} outside {HEADER_LEN}..{max_len}")
-    try:
-        rest = await reader.readexactly(length - 4)
-    except asyncio.IncompleteReadError as exc:
-        raise FrameError(f"EOF after {4 + len(exc.partial)} of {length} octets") from None
-    return head + rest
-
-
 class FrameSplitter:
     """Cuts a byte stream into whole PDUs (pure: the caller reads the socket). One read of up to 64 KiB
     usually holds many PDUs: they are cut here in one go, not awaited one ``readexactly`` pair each."""
@@ -530,7 +508,7 @@ __all__ = [
     "FrameError",
     "encode",
     "decode",
-    "read_frame",
+    "FrameSplitter",
     "response_for",
     "generic_nack",
     "next_seq",

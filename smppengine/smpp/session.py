@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -88,6 +89,7 @@ class Session:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._flushing = False                             # a flush is scheduled for the end of this turn
+        self._on_sent: list[Callable[[float], None]] = []  # told the time once the queued requests were written
         self._tasks: set[asyncio.Task[Any]] = set()
         self._log = log.bind(smsc=smsc.name, session=session_id)
         self._idle: asyncio.Future[None] | None = None     # the engine's unbind waits for the last response
@@ -121,6 +123,11 @@ class Session:
         w = self._writer
         if w is not None and not w.is_closing() and data:
             w.writelines(data)
+        if self._on_sent:
+            callbacks, self._on_sent = self._on_sent, []
+            now = time.monotonic()             # after the write returned: the bytes are with the kernel
+            for cb in callbacks:
+                cb(now)
 
     def _arm(self) -> None:
         if self._sweep is None:
@@ -233,15 +240,19 @@ class Session:
         return task
 
     # ------------------------------------------------------------------ requests
-    async def request(self, command: str, params: dict[str, Any]) -> P.Pdu:
+    async def request(self, command: str, params: dict[str, Any],
+                      on_sent: Callable[[float], None] | None = None) -> P.Pdu:
         """Send a request PDU and await its response (or generic_nack). Refused (SessionClosed, nothing
-        sent) once an unbind was sent or received, or the session closed."""
+        sent) once an unbind was sent or received, or the session closed. ``on_sent`` is called with
+        ``time.monotonic()`` taken just after the PDU was written (the flush at the end of this turn)."""
         loop = self._loop
         fut: asyncio.Future[P.Pdu] = loop.create_future()
         try:
             self._proto.request(command, params, fut, loop.time())
         except proto.RequestRefused as exc:
             raise SessionClosed(self.close_reason or str(exc)) from None
+        if on_sent is not None:
+            self._on_sent.append(on_sent)
         if not self._flushing:
             self._flushing = True
             loop.call_soon(self._flush)
@@ -260,10 +271,11 @@ class Session:
     def reserve(self) -> None:
         self.reserved += 1
 
-    async def submit(self, params: dict[str, Any]) -> P.Pdu:
-        """Send one submit_sm on a slot taken with :meth:`reserve`; returns submit_sm_resp or generic_nack."""
+    async def submit(self, params: dict[str, Any], on_sent: Callable[[float], None] | None = None) -> P.Pdu:
+        """Send one submit_sm on a slot taken with :meth:`reserve`; returns submit_sm_resp or generic_nack.
+        ``on_sent``: see :meth:`request`."""
         try:
-            return await self.request("submit_sm", params)
+            return await self.request("submit_sm", params, on_sent)
         finally:
             self.reserved -= 1
             self._on_slot_free()

@@ -23,7 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from smppengine.simulator import MESSAGE_STATES, NoReceiverError, Simulator
+from smppengine.simulator.mo import NoReceiverError
+from smppengine.simulator.receipts import MESSAGE_STATES
+from smppengine.simulator.server import Simulator
 
 log = structlog.get_logger(__name__)
 
@@ -271,29 +273,3 @@ async def start_control(sim: Simulator, host: str, port: int) -> asyncio.Server:
     server = await asyncio.start_server(handler, host, port)
     log.info("sim_control_listening", smsc=sim.name, host=host, port=server.sockets[0].getsockname()[1])
     return server
-
-
-async def serve(
-    host: str = "127.0.0.1",
-    port: int = 2775,
-    control_host: str = "127.0.0.1",
-    control_port: int | None = 8775,
-    **sim_kwargs: Any,
-) -> None:
-    """Run a simulator on host:port and its control API on control_host:control_port until cancelled.
-
-    ``control_port=None`` runs the simulator without the control API.
-    """
-    sim = Simulator(host, port, **sim_kwargs)
-    await sim.start()
-    control: asyncio.Server | None = None
-    try:
-        if control_port is not None:
-            control = await start_control(sim, control_host, control_port)
-        await asyncio.Event().wait()  # until cancelled
-    finally:
-        if control is not None:
-            control.close()
-        await sim.stop()
-        if control is not None:
-            await control.wait_closed()

@@ -1,9 +1,10 @@
 """MQTT link (aiomqtt): persistent session, manual PUBACK, retained presence with a last will, reconnects.
 
 Manual acknowledgement goes through the wrapped paho client (aiomqtt has no
-public call for it; see DEPENDENCIES.md): ``manual_ack_set(True)`` before
-connecting and ``ack(mid, qos)`` after the store commit. It is kept to this
-module and covered by the kill-before-commit test.
+public call for it): ``manual_ack_set(True)`` before connecting, and PUBACKs
+written by the hot path (:mod:`.wire`) after the store commit; covered by the
+kill-before-commit test. Every private paho/aiomqtt member used is in
+:mod:`.paho_internals`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import random
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,14 +25,13 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from . import mqtt_fast, paho_speedups
-from .config import MqttConfig
-from .model import iso
-from .mqtt_fast import FastQos1
+from ..config import MqttConfig
+from ..model import iso
+from ..retry import mqtt_reconnect_delay
+from . import paho_internals
+from .wire import BufferedReads, FastQos1
 
 log = structlog.get_logger(__name__)
-
-paho_speedups.apply()
 
 # aiomqtt logs a warning for every publish beyond ten in flight; the outbox publisher keeps hundreds
 # in flight on purpose, so its chatter is kept to errors.
@@ -61,7 +62,10 @@ def parse_url(url: str) -> tuple[str, int, bool]:
 
 
 class MqttLink:
+    """The engine's MQTT link: subscribe to requests, PUBACK them after the commit, publish status events."""
+
     def __init__(self, cfg: MqttConfig, instance: str, on_message: Callable[[Incoming], None]) -> None:
+        paho_internals.check_installed()          # a paho whose internals changed: fail now, loudly
         self.cfg = cfg
         self.instance = instance
         self.prefix = cfg.topic_prefix
@@ -83,12 +87,10 @@ class MqttLink:
         self._fast: FastQos1 | None = None        # the hot path's publishes and PUBACKs on self.client
 
     def _presence(self, state: str) -> bytes:
-        import time
-
         return orjson.dumps({"state": state, "instance": self.instance, "at": iso(time.time())})
 
-    def _make_client(self) -> tuple[aiomqtt.Client, FastQos1 | None]:
-        """The aiomqtt client of one connection, and the hot path on it (None with a paho it does not know)."""
+    def _make_client(self) -> tuple[aiomqtt.Client, FastQos1]:
+        """The aiomqtt client of one connection, and the hot path on it."""
         host, port, tls = parse_url(self.cfg.url)
         v5 = self.cfg.protocol == 5
         props = None
@@ -114,33 +116,20 @@ class MqttLink:
             properties=props, tls_params=tls_params, keepalive=30, logger=_paho_log,
             max_inflight_messages=0,   # paho: unlimited, and no O(n) walk per PUBACK; the publisher keeps
         )                              # itself within the broker's Receive Maximum instead
-        paho = client._client
-        reads = paho_speedups.BufferedReads(paho)
-        fast = None
-        if mqtt_fast.fits(paho):
-            topic = f"{self.prefix}/outbound"       # as delivered, also through a $share subscription
+        topic = f"{self.prefix}/outbound"           # as delivered, also through a $share subscription
 
-            def on_request(payload: bytes, mid: int) -> None:
-                self.on_message(Incoming(payload, topic, mid, 1, client))
+        def on_request(payload: bytes, mid: int) -> None:
+            self.on_message(Incoming(payload, topic, mid, 1, client))
 
-            fast = FastQos1(paho, v5, topic, on_request)
-            reads.take = fast.take_buffered
-        # paho formats a debug log call for every packet (a logger check each time, 2 % of the CPU); aiomqtt
-        # turns its failures into exceptions, which run() logs
-        paho.disable_logger()
-        paho.manual_ack_set(True)
-        aiomqtt_on_connect = paho.on_connect
-
-        def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        def on_connack(properties: Any) -> None:
             broker = int(getattr(properties, "ReceiveMaximum", 0) or 0)     # 0: not said (MQTT 3.1.1)
             self.broker_receive_maximum = broker or None
-            self.receive_maximum = broker or 1000
-            if fast is not None:
-                fast.window = broker
-                self.receive_maximum = max(self.receive_maximum, PIPELINE)
-            aiomqtt_on_connect(c, userdata, flags, reason, properties)
+            fast.window = broker
+            self.receive_maximum = max(broker or 1000, PIPELINE)
 
-        paho.on_connect = on_connect
+        wire = paho_internals.prepare(client, on_connack)
+        fast = FastQos1(wire, v5, topic, on_request)
+        BufferedReads(wire, fast.take_buffered)
         return client, fast
 
     def warn_limits(self) -> None:
@@ -210,60 +199,32 @@ class MqttLink:
                 return
             failures += 1
             self.reconnects += 1
-            await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)) * (0.5 + rng.random() / 2))
+            await asyncio.sleep(mqtt_reconnect_delay(failures, rng))
 
     def ack(self, msgs: Sequence[Incoming]) -> None:
         """PUBACK requests, after their commit (one write for the batch). A request from an older connection is
         not acked: the broker redelivers it in the persistent session, and the store's idempotency absorbs the
         repeat."""
-        client = self.client
-        if client is None:
+        client, fast = self.client, self._fast
+        if client is None or fast is None:
             return
-        mids = [m.mid for m in msgs if m.qos == 1 and m.client is client]
-        if self._fast is not None:
-            self._fast.puback(mids)
-            return
-        for mid in mids:
-            client._client.ack(mid, 1)
+        fast.puback([m.mid for m in msgs if m.qos == 1 and m.client is client])
 
     def publish_start(self, items: Sequence[tuple[str, bytes]]) -> BatchAck:
         """Hand many QoS 1 messages to the broker, in order; the returned handle resolves once the broker
-        acknowledged every one (:meth:`publish_wait`). Several batches may be in flight at once.
-
-        One future per batch; the PUBACKs are counted by :class:`mqtt_fast.FastQos1` (or, with a paho whose
-        internals it does not know, by aiomqtt's PUBACK handler, which calls ``.set()`` on whatever is
-        registered for the mid: a counter stands in for its Event).
-        """
-        client = self.client
-        if client is None:
-            raise aiomqtt.MqttError("not connected")
+        acknowledged every one (:meth:`publish_wait`). Several batches may be in flight at once. One future
+        per batch; the PUBACKs are counted by :class:`.wire.FastQos1`."""
         fast = self._fast
-        loop = asyncio.get_running_loop()
-        if fast is not None:
-            ack = BatchAck(loop.create_future(), fast.waiting)
-            try:
-                fast.publish(items, ack)
-            except ConnectionError as exc:
-                raise aiomqtt.MqttError(str(exc)) from exc
-        else:
-            ack = BatchAck(loop.create_future(), client._pending_publishes)
-            self._paho_publish(client, items, ack)
+        if self.client is None or fast is None:
+            raise aiomqtt.MqttError("not connected")
+        ack = BatchAck(asyncio.get_running_loop().create_future(), fast.waiting)
+        try:
+            fast.publish(items, ack)
+        except ConnectionError as exc:
+            raise aiomqtt.MqttError(str(exc)) from exc
         if ack.remaining == 0:
             ack.done.set_result(None)
         return ack
-
-    @staticmethod
-    def _paho_publish(client: aiomqtt.Client, items: Sequence[tuple[str, bytes]], ack: BatchAck) -> None:
-        paho = client._client
-        for topic, payload in items:
-            info = paho.publish(topic, payload, 1, False)   # no properties: paho writes a zero length
-            if info.rc != 0:
-                ack.forget()
-                raise aiomqtt.MqttError(f"could not publish: rc {info.rc}")
-            if not info.is_published():
-                ack.remaining += 1
-                ack._pending[info.mid] = ack
-                ack.mids.append(info.mid)
 
     async def publish_wait(self, ack: BatchAck, timeout: float = 30.0) -> None:
         if ack.done.done():

@@ -1,12 +1,15 @@
-"""A built-in SMSC simulator: real SMPP 3.4 over TCP on asyncio streams.
+"""The SMSC simulator's server: :class:`Simulator` listens, binds, answers submit_sm, applies the
+knobs and keeps the observations (receipts: :mod:`.receipts`, MO: :mod:`.mo`).
 
 Used by the zero-setup demo (in-process), by the integration tests (in-process, port 0)
 and by benchmarks / kill tests (its own process, ``smppengine sim``). See docs/simulator.md.
 
 Hot-path PDUs whose body is trivial (submit_sm_resp, deliver_sm_resp, enquire_link[_resp],
 unbind[_resp]) are packed / recognised with ``struct`` directly; everything else goes through
-``smppengine.smpp.pdu``. No task is created per PDU: responses are written inline (or with
-``loop.call_later`` when delayed) and the writer is drained only when its buffer grows large.
+``smppengine.smpp.pdu``. PDUs are cut from each read by the engine's own framer
+(``smppengine.smpp.pdu.FrameSplitter``, as in the engine's sessions). No task is created per PDU:
+responses are written inline (or with ``loop.call_later`` when delayed) and the writer is drained
+only when its buffer grows large.
 """
 
 from __future__ import annotations
@@ -18,15 +21,30 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from smppengine.receipts import MESSAGE_STATES as RECEIPT_STATES
+from smppengine.simulator.mo import MoInjection
+from smppengine.simulator.receipts import MESSAGE_STATES, Receipts, _receipt_excerpt
+from smppengine.simulator.records import SubmitRecord, _recorded_tlvs
+from smppengine.simulator.session import (
+    _CMD_DELIVER_SM_RESP,
+    _CMD_ENQUIRE_LINK,
+    _CMD_ENQUIRE_LINK_RESP,
+    _CMD_GENERIC_NACK,
+    _CMD_UNBIND,
+    _CMD_UNBIND_RESP,
+    _HEADER,
+    _header_only,
+    _Mo,
+    _Receipt,
+    _Session,
+    _submit_resp,
+)
 from smppengine.smpp import pdu as P
-from smppengine.smpp.fastcodec import encode_deliver_sm as _encode_deliver_sm
 from smppengine.smpp.pdu import (
     ESME_RALYBND,
     ESME_RINVBNDSTS,
@@ -41,149 +59,19 @@ from smppengine.smpp.pdu import (
     decode,
     encode,
     generic_nack,
-    next_seq,
-    read_frame,
 )
 
 log = structlog.get_logger(__name__)
 
-# command ids and command_status values: the engine's codec tables (smppengine/smpp/pdu.py)
-_CMD_SUBMIT_SM_RESP = P.SUBMIT_SM_RESP
-_CMD_DELIVER_SM_RESP = P.DELIVER_SM_RESP
-_CMD_UNBIND = P.UNBIND
-_CMD_UNBIND_RESP = P.UNBIND_RESP
-_CMD_ENQUIRE_LINK = P.ENQUIRE_LINK
-_CMD_ENQUIRE_LINK_RESP = P.ENQUIRE_LINK_RESP
-_CMD_GENERIC_NACK = P.GENERIC_NACK
-
-#: receipt ``stat:`` word → message_state TLV value (SMPP 3.4 §5.2.28)
-MESSAGE_STATES: dict[str, int] = {stat: value for value, stat in RECEIPT_STATES.items()}
-
-_HEADER = struct.Struct(">IIII")
 _DRAIN_ABOVE = 256 * 1024  # bytes buffered in a transport before the reader awaits drain()
+_READ_SIZE = 64 * 1024  # bytes asked of the socket per read; FrameSplitter cuts every whole PDU out of them
 _ID_FORMATS = ("hex", "dec")
 
-# submit_sm mandatory fields: everything else in params is recorded as a TLV
-_MANDATORY = frozenset(
-    {
-        "service_type", "source_addr_ton", "source_addr_npi", "source_addr", "dest_addr_ton",
-        "dest_addr_npi", "destination_addr", "esm_class", "protocol_id", "priority_flag",
-        "schedule_delivery_time", "validity_period", "registered_delivery", "replace_if_present_flag",
-        "data_coding", "sm_default_msg_id", "sm_length", "short_message",
-    }
-)
 _BIND_COMMANDS = {
     "bind_transmitter": (True, False),
     "bind_receiver": (False, True),
     "bind_transceiver": (True, True),
 }
-
-
-class NoReceiverError(RuntimeError):
-    """inject_mo found no bound receiver / transceiver session."""
-
-
-@dataclass(slots=True)
-class SubmitRecord:
-    system_id: str
-    session_id: int
-    seq: int
-    message_id: str  # "" unless answered OK
-    at: float  # time.monotonic() at receipt of the submit_sm
-    source_addr: str
-    source_addr_ton: int
-    source_addr_npi: int
-    destination_addr: str
-    dest_addr_ton: int
-    dest_addr_npi: int
-    esm_class: int
-    data_coding: int
-    registered_delivery: int
-    priority_flag: int
-    validity_period: str
-    short_message: bytes
-    tlvs: dict[str, Any]  # standard TLVs by name; others by tag ("0x1400") with their octets
-    status: int  # command_status answered; -1 when the response was dropped (drop_responses)
-    schedule_delivery_time: str = ""
-
-    @property
-    def udh(self) -> bytes:
-        """The user data header (length octet first) when esm_class has UDHI, else b""."""
-        sm = self.short_message
-        if not self.esm_class & 0x40 or not sm or 1 + sm[0] > len(sm):
-            return b""
-        return sm[: 1 + sm[0]]
-
-    @property
-    def user_data(self) -> bytes:
-        """short_message without its UDH."""
-        return self.short_message[len(self.udh):]
-
-    @property
-    def ports(self) -> tuple[int, int] | None:
-        """(source, destination) of the 16-bit application port IE (0x05) in the UDH, else None."""
-        udh, i = self.udh, 1
-        while i + 1 < len(udh):
-            iei, iel = udh[i], udh[i + 1]
-            if iei == 0x05 and iel == 4 and i + 6 <= len(udh):
-                return int.from_bytes(udh[i + 4 : i + 6], "big"), int.from_bytes(udh[i + 2 : i + 4], "big")
-            i += 2 + iel
-        return None
-
-    @property
-    def flash(self) -> bool:
-        """Message class 0: data_coding 0x10-0x1F or 0xF0-0xFF with class bits 00."""
-        dc = self.data_coding
-        return (0x10 <= dc <= 0x1F or dc >= 0xF0) and dc & 0x03 == 0
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (bytes as hex)."""
-        tlvs = {k: (v.hex() if isinstance(v, bytes | bytearray) else v) for k, v in self.tlvs.items()}
-        ports = self.ports
-        return {
-            "system_id": self.system_id,
-            "session_id": self.session_id,
-            "seq": self.seq,
-            "message_id": self.message_id,
-            "at": self.at,
-            "source_addr": self.source_addr,
-            "source_addr_ton": self.source_addr_ton,
-            "source_addr_npi": self.source_addr_npi,
-            "destination_addr": self.destination_addr,
-            "dest_addr_ton": self.dest_addr_ton,
-            "dest_addr_npi": self.dest_addr_npi,
-            "esm_class": self.esm_class,
-            "data_coding": self.data_coding,
-            "registered_delivery": self.registered_delivery,
-            "priority_flag": self.priority_flag,
-            "validity_period": self.validity_period,
-            "short_message": self.short_message.hex(),
-            "tlvs": tlvs,
-            "status": self.status,
-            "schedule_delivery_time": self.schedule_delivery_time,
-            "udh": self.udh.hex(),
-            "ports": None if ports is None else {"src": ports[0], "dst": ports[1]},
-            "flash": self.flash,
-        }
-
-
-@dataclass(slots=True)
-class _Receipt:
-    system_id: str
-    message_id: str  # as written in the receipt
-    source_addr: str  # of the original submit (the receipt goes back from its destination)
-    source_addr_ton: int
-    source_addr_npi: int
-    destination_addr: str
-    dest_addr_ton: int
-    dest_addr_npi: int
-    submit_date: str
-    text: bytes  # first 20 printable bytes of the original message
-    stat: str
-    tlvs: bool
-    attempts: int = 0
-    timer: asyncio.TimerHandle | None = None
-    after_ack: Callable[[], None] | None = None  # receipt_before_resp: sends the held submit_sm_resp
 
 
 @dataclass(slots=True)
@@ -194,106 +82,18 @@ class _HoldPlan:
     unbind_resp_first: bool  # ESME unbind: answer it at once, the held resps follow (else resps, then it)
 
 
-@dataclass(slots=True)
-class _Mo:
-    pdu: Pdu
-    future: asyncio.Future[int]
-
-
-class _Session:
-    __slots__ = (
-        "id", "writer", "transport", "peer", "system_id", "can_tx", "can_rx", "seq",
-        "outstanding", "closed", "unbind_waiter", "out", "loop", "held", "unbinding",
-    )
-
-    def __init__(self, sid: int, writer: asyncio.StreamWriter) -> None:
-        self.id = sid
-        self.writer = writer
-        self.transport = writer.transport
-        self.peer = writer.get_extra_info("peername")
-        self.system_id: str | None = None
-        self.can_tx = False
-        self.can_rx = False
-        self.seq = 0
-        self.outstanding: dict[int, _Receipt | _Mo] = {}  # our deliver_sm awaiting deliver_sm_resp
-        self.closed = False
-        self.unbind_waiter: asyncio.Future[None] | None = None
-        self.out: list[bytes] = []  # written at the end of this loop iteration, in one transport.write
-        self.loop = asyncio.get_running_loop()
-        self.held: list[tuple[bytes, _Receipt | None]] = []  # submit_sm_resps held by hold_responses()
-        self.unbinding = False  # an unbind was sent or received under hold_responses(): closing soon
-
-    @property
-    def bound(self) -> bool:
-        return self.system_id is not None
-
-    def next_seq(self) -> int:
-        self.seq = next_seq(self.seq)
-        return self.seq
-
-    def write(self, data: bytes) -> None:
-        """Queue ``data``; everything queued in one loop iteration goes out in one transport.write()."""
-        if self.closed:
-            return
-        if not self.out:
-            self.loop.call_soon(self.flush)
-        self.out.append(data)
-
-    def flush(self) -> None:
-        if self.out:
-            data = b"".join(self.out)
-            self.out.clear()
-            if not self.transport.is_closing():
-                self.transport.write(data)
-
-
-def _submit_resp(seq: int, status: int, message_id: str) -> bytes:
-    body = message_id.encode("ascii") + b"\x00"
-    return _HEADER.pack(16 + len(body), _CMD_SUBMIT_SM_RESP, status, seq) + body
-
-
-def _header_only(command_id: int, seq: int, status: int = 0) -> bytes:
-    return _HEADER.pack(16, command_id, status, seq)
-
-
-def _encode_text(text: str, data_coding: int) -> bytes:
-    """Encode MO text: UCS-2 for data_coding 8, Latin-1 for 3, else GSM 03.38 unpacked ('?' if not in it)."""
-    if data_coding == 8:
-        return text.encode("utf-16-be")
-    if data_coding == 3:
-        return text.encode("latin-1", "replace")
-    try:
-        from smppengine.gsm0338 import ENCODE_MAP
-    except ImportError:  # pragma: no cover - the module ships with the package
-        return text.encode("ascii", "replace")
-    return b"".join(ENCODE_MAP.get(ord(ch), b"?") for ch in text)
-
-
-def _receipt_excerpt(short_message: bytes, esm_class: int, data_coding: int) -> bytes:
-    """The ``text:`` field: the first 20 characters of the message, printable ASCII only."""
-    body = short_message
-    if esm_class & 0x40 and body:  # UDHI: skip the user data header
-        body = body[1 + body[0] :]
-    if data_coding == 8:
-        chars = body.decode("utf-16-be", "replace")[:20]
-    else:
-        chars = body[:20].decode("latin-1")
-    return "".join(c if " " <= c <= "~" else "?" for c in chars).encode("ascii")
-
-
-def _recorded_tlvs(p: dict[str, Any]) -> dict[str, Any]:
-    """The TLVs of a submit_sm: standard ones by name, the others by tag key ("0x1400") → octets."""
-    out = {k: v for k, v in p.items() if k not in _MANDATORY and k != P.OTHER_TLVS}
-    for tag, raw in (p.get(P.OTHER_TLVS) or {}).items():
-        out[f"0x{tag:04x}"] = raw
-    return out
+def _check_jitter(jitter: float) -> float:
+    jitter = float(jitter)
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError(f"tps_jitter must be in [0, 1) seconds, not {jitter!r}")
+    return jitter
 
 
 def _format_id(n: int, fmt: str) -> str:
     return format(n, "x") if fmt == "hex" else str(n)
 
 
-class Simulator:
+class Simulator(Receipts, MoInjection):
     """An SMSC on a TCP port. All knobs take effect immediately; all observations are plain attributes."""
 
     def __init__(
@@ -307,6 +107,7 @@ class Simulator:
         receipt_delay: float = 0.0,
         receipt_stat: str = "DELIVRD",
         tps_limit: float | None = None,
+        tps_jitter: float = 0.0,
         name: str = "sim",
         enquire_link_s: float = 30.0,
         receipt_tlvs: bool = True,
@@ -338,6 +139,7 @@ class Simulator:
         self.receipt_retry_s = receipt_retry_s
         self.enquire_link_s = enquire_link_s
         self.tps_limit = tps_limit
+        self.tps_jitter = _check_jitter(tps_jitter)
         self.response_delay = 0.0
         self.record_submits = record_submits
 
@@ -479,6 +281,7 @@ class Simulator:
     def knobs(self) -> dict[str, Any]:
         return {
             "tps_limit": self.tps_limit,
+            "tps_jitter": self.tps_jitter,
             "response_delay": self.response_delay,
             "refuse_binds": self._refuse_binds is not None,
             "refuse_binds_status": self._refuse_binds,
@@ -675,62 +478,6 @@ class Simulator:
             if sess.unbind_waiter is not None:
                 self._close(sess)
 
-    async def inject_mo(
-        self,
-        source: str,
-        destination: str,
-        text: str | bytes,
-        data_coding: int = 0,
-        *,
-        esm_class: int = 0,
-        tlvs: dict[str, Any] | None = None,
-        system_id: str | None = None,
-        timeout: float = 10.0,  # noqa: ASYNC109
-    ) -> None:
-        """Send a mobile-originated deliver_sm to a bound receiver/transceiver (round robin; optionally only
-        sessions of ``system_id``) and wait for its deliver_sm_resp (recorded in ``deliver_resps``)."""
-        candidates = [
-            s for s in self._sessions.values()
-            if s.can_rx and not s.closed and (system_id is None or s.system_id == system_id)
-        ]
-        if not candidates:
-            raise NoReceiverError("no bound receiver or transceiver session")
-        sess = candidates[self._mo_rr % len(candidates)]
-        self._mo_rr += 1
-        body = text if isinstance(text, bytes) else _encode_text(text, data_coding)
-        params: dict[str, Any] = {
-            "service_type": "",
-            "source_addr_ton": 1 if source.isdigit() else 5,
-            "source_addr_npi": 1 if source.isdigit() else 0,
-            "source_addr": source,
-            "dest_addr_ton": 0,
-            "dest_addr_npi": 1,
-            "destination_addr": destination,
-            "esm_class": esm_class,
-            "protocol_id": 0,
-            "priority_flag": 0,
-            "schedule_delivery_time": "",
-            "validity_period": "",
-            "registered_delivery": 0,
-            "replace_if_present_flag": 0,
-            "data_coding": data_coding,
-            "sm_default_msg_id": 0,
-            "short_message": body,
-        }
-        if tlvs:
-            params.update(tlvs)
-        seq = sess.next_seq()
-        pdu = Pdu(command="deliver_sm", seq=seq, params=params)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        sess.outstanding[seq] = _Mo(pdu, fut)
-        sess.write(encode(pdu))
-        self.mo_sent += 1
-        try:
-            async with asyncio.timeout(timeout):
-                await fut
-        finally:
-            sess.outstanding.pop(seq, None)
-
     # ------------------------------------------------------------------ connection handling
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -743,23 +490,35 @@ class Simulator:
         slog = self._log.bind(session=sess.id)
         slog.info("sim_connected", peer=str(sess.peer))
         transport = sess.transport
+        split = P.FrameSplitter()  # the engine's own framer: whole PDUs cut from each read
         try:
             while not sess.closed:
                 try:
-                    frame = await read_frame(reader)
-                except EOFError:
+                    data = await reader.read(_READ_SIZE)
+                except (ConnectionError, OSError):
                     break
-                except FrameError as exc:
-                    slog.warning("sim_bad_frame", error=str(exc))
+                if not data:
+                    try:
+                        split.eof()
+                    except FrameError as exc:  # the stream ended inside a PDU
+                        slog.warning("sim_bad_frame", error=str(exc))
+                    except EOFError:
+                        pass
                     break
-                except (ConnectionError, asyncio.IncompleteReadError, OSError):
+                for frame in split.feed(data):
+                    try:
+                        self._on_frame(sess, frame)
+                    except Exception as exc:  # never let one PDU take the simulator down
+                        seq = _HEADER.unpack_from(frame)[3]
+                        slog.exception("sim_pdu_error", seq=seq, error=str(exc))
+                        sess.write(encode(generic_nack(seq, ESME_RSYSERR)))
+                    if sess.closed:  # e.g. unbind: the PDUs after it are not read
+                        break
+                if sess.closed:
                     break
-                try:
-                    self._on_frame(sess, frame)
-                except Exception as exc:  # never let one PDU take the simulator down
-                    seq = _HEADER.unpack_from(frame)[3] if len(frame) >= 16 else 0
-                    slog.exception("sim_pdu_error", seq=seq, error=str(exc))
-                    sess.write(encode(generic_nack(seq, ESME_RSYSERR)))
+                if split.error is not None:  # a bad command_length: the stream cannot be cut any further
+                    slog.warning("sim_bad_frame", error=str(split.error))
+                    break
                 if transport.get_write_buffer_size() > _DRAIN_ABOVE:
                     try:
                         await writer.drain()
@@ -982,10 +741,14 @@ class Simulator:
         self._changed()
 
     def _throttle(self, now: float) -> bool:
-        """Sliding 1 s window over the submits that reached this check and were not throttled (tracked even
-        with no limit set, so a limit set mid-stream counts the last second's traffic)."""
+        """Sliding window over the submits that reached this check and were not throttled (tracked even
+        with no limit set, so a limit set mid-stream counts the last second's traffic): more than
+        ``tps_limit`` of them within 1 s - ``tps_jitter`` is a throttle. ``now`` is when this process read
+        the submit, which lags its arrival when the process waits for a CPU; the jitter tolerance keeps
+        that lag from making evenly spaced submits look bunched (what a real SMSC allows for network
+        jitter). 0 = a strict 1 s window."""
         window = self._window
-        edge = now - 1.0
+        edge = now - (1.0 - self.tps_jitter)
         while window and window[0] <= edge:
             window.popleft()
         if self.tps_limit is not None and len(window) >= self.tps_limit:
@@ -1034,109 +797,6 @@ class Simulator:
         receipt.after_ack = release
         self._dispatch_receipt(receipt)
 
-    # ------------------------------------------------------------------ receipts
-
-    def _receivers(self, system_id: str) -> list[_Session]:
-        return [s for s in self._sessions.values() if s.can_rx and not s.closed and s.system_id == system_id]
-
-    def _dispatch_receipt(self, r: _Receipt) -> None:
-        receivers = self._receivers(r.system_id)
-        if not receivers:
-            self._pending_receipts.setdefault(r.system_id, deque()).append(r)
-            return
-        i = self._rr.get(r.system_id, 0)
-        self._rr[r.system_id] = i + 1
-        self._send_receipt(receivers[i % len(receivers)], r)
-
-    def _send_receipt(self, sess: _Session, r: _Receipt) -> None:
-        done_date = time.strftime("%y%m%d%H%M", time.gmtime())
-        dlvrd = "001" if r.stat == "DELIVRD" else "000"
-        err = "000" if r.stat in ("DELIVRD", "ENROUTE", "ACCEPTD") else "001"
-        text = (
-            f"id:{r.message_id} sub:001 dlvrd:{dlvrd} submit date:{r.submit_date} done date:{done_date} "
-            f"stat:{r.stat} err:{err} text:"
-        ).encode("ascii") + r.text
-        params: dict[str, Any] = {
-            "service_type": "",
-            "source_addr_ton": r.dest_addr_ton,
-            "source_addr_npi": r.dest_addr_npi,
-            "source_addr": r.destination_addr,
-            "dest_addr_ton": r.source_addr_ton,
-            "dest_addr_npi": r.source_addr_npi,
-            "destination_addr": r.source_addr,
-            "esm_class": 0x04,
-            "protocol_id": 0,
-            "priority_flag": 0,
-            "schedule_delivery_time": "",
-            "validity_period": "",
-            "registered_delivery": 0,
-            "replace_if_present_flag": 0,
-            "data_coding": 0,
-            "sm_default_msg_id": 0,
-            "short_message": text,
-        }
-        if r.tlvs:
-            params["receipted_message_id"] = r.message_id
-            params["message_state"] = MESSAGE_STATES[r.stat]
-        if self.receipt_extra_tlvs:
-            params.update(self.receipt_extra_tlvs)
-        seq = sess.next_seq()
-        r.attempts += 1
-        sess.outstanding[seq] = r
-        loop = asyncio.get_running_loop()
-        r.timer = loop.call_later(self.receipt_resp_timeout, self._receipt_timeout, sess, seq)
-        sess.write(_encode_deliver_sm(Pdu("deliver_sm", seq, 0, params)))  # our own params: no validation
-        self.receipts_sent += 1
-
-    def _flush_receipts(self, system_id: str) -> None:
-        queue = self._pending_receipts.pop(system_id, None)
-        if not queue:
-            return
-        self._log.info("sim_flush_receipts", system_id=system_id, count=len(queue))
-        while queue:
-            self._dispatch_receipt(queue.popleft())
-
-    def _receipt_timeout(self, sess: _Session, seq: int) -> None:
-        item = sess.outstanding.pop(seq, None)
-        if isinstance(item, _Receipt):
-            item.timer = None
-            self._log.info("sim_receipt_timeout", session=sess.id, seq=seq, system_id=item.system_id)
-            self._release(item)
-            self._dispatch_receipt(item)
-
-    def _release(self, r: _Receipt) -> None:
-        if r.after_ack is not None:
-            cb, r.after_ack = r.after_ack, None
-            cb()
-
-    def _on_deliver_failed(self, item: _Receipt | _Mo, status: int) -> None:
-        if isinstance(item, _Mo):
-            if not item.future.done():
-                item.future.set_result(status)
-            return
-        if item.timer is not None:
-            item.timer.cancel()
-            item.timer = None
-        self._release(item)
-        asyncio.get_running_loop().call_later(self.receipt_retry_s, self._dispatch_receipt, item)
-
-    def _on_deliver_resp(self, sess: _Session, seq: int, status: int) -> None:
-        self.deliver_resps.append((seq, status))
-        item = sess.outstanding.pop(seq, None)
-        if item is not None:
-            if isinstance(item, _Mo):
-                if not item.future.done():
-                    item.future.set_result(status)
-            elif status == ESME_ROK:
-                if item.timer is not None:
-                    item.timer.cancel()
-                    item.timer = None
-                self.receipts_acked += 1
-                self._release(item)
-            else:
-                self._on_deliver_failed(item, status)
-        self._changed()
-
     # ------------------------------------------------------------------ enquire_link from our side
 
     async def _enquire_loop(self) -> None:
@@ -1148,101 +808,3 @@ class Simulator:
                 if sess.bound and not sess.closed:
                     sess.write(_header_only(_CMD_ENQUIRE_LINK, sess.next_seq()))
                     self.enquire_links_sent += 1
-
-
-@dataclass
-class SimOptions:
-    """Everything ``smppengine sim`` can set (the CLI maps its flags onto this)."""
-
-    host: str = "127.0.0.1"
-    port: int = 2775
-    control_host: str = "127.0.0.1"
-    control_port: int | None = 8775
-    credentials: dict[str, str] | None = None
-    id_format: str = "hex"
-    receipt_id_format: str = "same"
-    receipt_delay: float = 0.0
-    receipt_stat: str = "DELIVRD"
-    tps_limit: float | None = None
-    name: str = "sim"
-    enquire_link_s: float = 30.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def simulator_kwargs(self) -> dict[str, Any]:
-        return {
-            "credentials": self.credentials,
-            "id_format": self.id_format,
-            "receipt_id_format": self.receipt_id_format,
-            "receipt_delay": self.receipt_delay,
-            "receipt_stat": self.receipt_stat,
-            "tps_limit": self.tps_limit,
-            "name": self.name,
-            "enquire_link_s": self.enquire_link_s,
-            **self.extra,
-        }
-
-
-def parse_sim_args(argv: Sequence[str]) -> SimOptions:
-    """Parse ``smppengine sim`` arguments (without the program / sub-command name) into SimOptions."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="smppengine sim", description="Run the built-in SMSC simulator.")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=2775)
-    ap.add_argument("--control-host", default="127.0.0.1")
-    ap.add_argument("--control-port", type=int, default=8775, help="HTTP control API port; 0 turns it off")
-    ap.add_argument(
-        "--credentials", action="append", default=[], metavar="SYSTEM_ID:PASSWORD",
-        help="accepted credentials (repeatable); none given = accept any",
-    )
-    ap.add_argument("--system-id", default=None, help="accepted system_id (same as --credentials ID:PASSWORD)")
-    ap.add_argument("--password", default=None)
-    ap.add_argument("--id-format", choices=_ID_FORMATS, default="hex")
-    ap.add_argument("--receipt-id-format", choices=("same", *_ID_FORMATS), default="same")
-    ap.add_argument("--receipt-delay", type=float, default=0.0)
-    ap.add_argument("--receipt-stat", choices=sorted(MESSAGE_STATES), default="DELIVRD")
-    ap.add_argument("--tps-limit", type=float, default=None)
-    ap.add_argument("--name", default="sim")
-    ap.add_argument("--enquire-link-s", type=float, default=30.0)
-    ap.add_argument(
-        "--no-record", "--no-record-submits", dest="no_record", action="store_true",
-        help="keep counters only, not every submit (long benchmarks)",
-    )
-    ns = ap.parse_args(list(argv))
-    creds: dict[str, str] | None = None
-    for item in ns.credentials:
-        system_id, sep, password = item.partition(":")
-        if not sep:
-            ap.error(f"--credentials {item!r}: expected SYSTEM_ID:PASSWORD")
-        creds = creds or {}
-        creds[system_id] = password
-    if ns.system_id:
-        creds = creds or {}
-        creds[ns.system_id] = ns.password or ""
-    return SimOptions(
-        host=ns.host,
-        port=ns.port,
-        control_host=ns.control_host,
-        control_port=ns.control_port if ns.control_port > 0 else None,
-        credentials=creds,
-        id_format=ns.id_format,
-        receipt_id_format=ns.receipt_id_format,
-        receipt_delay=ns.receipt_delay,
-        receipt_stat=ns.receipt_stat,
-        tps_limit=ns.tps_limit,
-        name=ns.name,
-        enquire_link_s=ns.enquire_link_s,
-        extra={"record_submits": False} if ns.no_record else {},
-    )
-
-
-async def run_simulator_cli(opts: SimOptions | Sequence[str]) -> None:
-    """Run a simulator (and its control API unless ``control_port`` is None) until cancelled.
-
-    ``opts`` is a SimOptions or the ``smppengine sim`` argument list (see :func:`parse_sim_args`).
-    """
-    from smppengine.sim_control import serve
-
-    if not isinstance(opts, SimOptions):
-        opts = parse_sim_args(opts)
-    await serve(opts.host, opts.port, opts.control_host, opts.control_port, **opts.simulator_kwargs())
