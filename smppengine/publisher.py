@@ -15,6 +15,7 @@ log = structlog.get_logger(__name__)
 BATCH = 500
 MAX_BATCHES = 8         # batches between publish and delete (the broker's Receive Maximum bounds the unacked)
 SHARED_POLL_S = 0.1     # shared store: longest delay of an event another instance wrote for this one
+FETCH_RETRY_S = 1.0     # the outbox could not be read: try again after this
 
 
 class Publisher:
@@ -59,7 +60,15 @@ class Publisher:
                     await self._room.wait()
                     continue
                 ready.clear()
-                rows = await self.store.outbox_fetch(0 if self.store.shared else last, room)
+                try:
+                    rows = await self.store.outbox_fetch(0 if self.store.shared else last, room)
+                except StoreError as exc:
+                    # the store cannot be read (a lost connection it could not restore in time): keep trying,
+                    # this loop is the only one that publishes what the store holds
+                    log.warning("outbox_fetch_failed", error=str(exc))
+                    await asyncio.sleep(FETCH_RETRY_S)
+                    ready.set()
+                    continue
                 if not rows:
                     await self._wait_for_work(ready)
                     continue

@@ -44,8 +44,8 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -101,6 +101,8 @@ _CONN_LOST: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,     # the protocol broke off mid-operation (connection killed)
 )
 RECONNECT_S = 60.0
+
+T = TypeVar("T")
 
 
 class _CommitUnknown(Exception):
@@ -163,7 +165,7 @@ class PostgresStore(GroupCommitWriter):
         # outbox rows the broker acknowledged whose DELETE is queued and not committed yet: outbox_fetch skips
         # them, so that the publisher need not wait for that commit (see outbox_delete)
         self._deleting: set[int] = set()
-        self._lease_from = 0.0              # monotonic time the last lease renewal was committed
+        self._lease_from = 0.0              # monotonic time the last committed lease renewal was sent
         self._lease_lapsed = False          # a renewal came after the lease had run out (or it was released)
         self.on_reconnect: Callable[[], None] | None = None   # called when the writer reconnected
         self._lost = False                  # the writer lost its connection and has not reconnected yet
@@ -535,13 +537,16 @@ class PostgresStore(GroupCommitWriter):
 
     async def outbox_fetch(self, after: int, limit: int) -> list[tuple[int, str, bytes]]:
         # only this instance's rows: every outbox row has exactly one publishing instance (docs/scaling.md)
-        skip = set(self._deleting)      # as of before the read: a DELETE committed during it may be in the rows
-        rows = await self._read().fetch("SELECT seq, topic, payload FROM outbox WHERE owner = $3 AND seq > $1 "
-                                        "ORDER BY seq LIMIT $2", after, limit + len(skip), self.instance)
-        out = [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
-        if skip:
-            out = [r for r in out if r[0] not in skip]
-        return out[:limit]
+        async def read() -> list[tuple[int, str, bytes]]:
+            skip = set(self._deleting)  # as of before the read: a DELETE committed during it may be in the rows
+            rows = await self._read().fetch("SELECT seq, topic, payload FROM outbox WHERE owner = $3 AND seq > $1 "
+                                            "ORDER BY seq LIMIT $2", after, limit + len(skip), self.instance)
+            out = [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+            if skip:
+                out = [r for r in out if r[0] not in skip]
+            return out[:limit]
+
+        return await self._reading("outbox_fetch", read)
 
     async def outbox_delete(self, seqs: list[int]) -> None:
         """The broker acknowledged these rows: they are not handed out again, and their DELETE goes into the
@@ -567,6 +572,33 @@ class PostgresStore(GroupCommitWriter):
             raise StoreError("the PostgreSQL store is not open")
         return self._pool
 
+    async def _reading(self, what: str, read: Callable[[], Awaitable[T]]) -> T:
+        """Run a read that changes nothing on the pool; when its connection was lost (PostgreSQL restarted, the
+        network cut it), run it again on a new one -- the pool reconnects -- for up to RECONNECT_S, then raise
+        StoreError. The callers are long-lived loops (the outbox publisher, the dispatcher's backlog reader):
+        a raw driver error would end them, and nothing would be published or paged in after the reconnect."""
+        deadline = time.monotonic() + RECONNECT_S
+        delay = 0.1
+        lost = False
+        while True:
+            try:
+                got = await read()
+            except _CONN_LOST as exc:
+                if not lost:
+                    lost = True
+                    log.warning("store_read_retrying", instance=self.instance, read=what,
+                                error=str(exc) or type(exc).__name__)
+                if time.monotonic() + delay > deadline:
+                    raise StoreError(f"{what}: the PostgreSQL store cannot be reached: {exc}") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            except asyncpg.PostgresError as exc:
+                raise StoreError(f"{what}: {exc}") from exc
+            if lost:
+                log.info("store_read_resumed", instance=self.instance, read=what)
+            return got
+
     async def recover(self) -> list[Active]:
         """At start: take this instance's liveness lease, claim what no live instance owns (rows of instances
         whose lease expired, rows from before ownership existed), and return every non-final message this
@@ -578,6 +610,10 @@ class PostgresStore(GroupCommitWriter):
     # ---------------------------------------------------------------- several instances (docs/scaling.md)
     async def heartbeat(self) -> None:
         """Renew this instance's liveness lease (one row): while it holds, nobody takes its messages."""
+        # The renewal's lease runs from when its operation is applied, somewhere between now and the commit's
+        # end: counted from now, so that a slow commit (a busy host) cannot make the lease look longer than it is
+        # (counted from the commit's end, lease_held said "held" for as long as the commit took past expiry).
+        start = time.monotonic()
         await self._call(Batch.heartbeat)
         done = time.monotonic()
         if self._lease_from and done - self._lease_from > self.lease_s and not self._lease_lapsed:
@@ -585,7 +621,7 @@ class PostgresStore(GroupCommitWriter):
             # still holds in memory; from now on each send is fenced by begin_attempt's owner check
             self._lease_lapsed = True
             log.warning("lease_lapsed", instance=self.instance, late_s=round(done - self._lease_from - self.lease_s, 3))
-        self._lease_from = done
+        self._lease_from = start
 
     def lease_held(self) -> bool:
         """True while this instance's lease certainly holds: renewed less than 2/3 of ``lease_s`` ago and
@@ -634,12 +670,16 @@ class PostgresStore(GroupCommitWriter):
         return await self._call(Batch.rematch)  # type: ignore[no-any-return]
 
     async def _load(self, where: str, *args: Any) -> list[Active]:
-        async with self._read().acquire() as c, c.transaction(isolation="repeatable_read", readonly=True):
-            msgs = await c.fetch(f"{_ACTIVE} {where}", *args)
-            ids = [r[0] for r in msgs]
-            parts = await c.fetch(
-                "SELECT msg_id, idx, smsc_message_id FROM parts WHERE msg_id = ANY($1::text[]) "
-                "AND smsc_message_id IS NOT NULL", ids)
+        async def read() -> tuple[list[Any], list[Any]]:
+            async with self._read().acquire() as c, c.transaction(isolation="repeatable_read", readonly=True):
+                msgs = await c.fetch(f"{_ACTIVE} {where}", *args)
+                ids = [r[0] for r in msgs]
+                parts = await c.fetch(
+                    "SELECT msg_id, idx, smsc_message_id FROM parts WHERE msg_id = ANY($1::text[]) "
+                    "AND smsc_message_id IS NOT NULL", ids)
+            return msgs, parts
+
+        msgs, parts = await self._reading("load", read)
         submitted: dict[str, dict[int, str]] = {}
         for msg_id, idx, smsc_id in parts:
             submitted.setdefault(msg_id, {})[int(idx)] = smsc_id
