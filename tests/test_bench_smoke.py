@@ -94,7 +94,8 @@ def test_bench_scale_runs_in_namespaces_and_leaves_nothing_behind() -> None:
         assert r["cpu_ms_per_msg"]["engines"] > 0 and r["cpu_ms_per_msg"]["pg_backends"] > 0
         assert r["xact_per_msg"] > 0 and r["instances"][0]["messages"] == 150
     proxied = runs["netns0.5"]
-    assert proxied["instances"][0]["pg_chunks_per_msg"][0] >= 1    # its PostgreSQL traffic went through the proxy
+    assert proxied["instances"][0]["pg_chunks_per_msg"][0] > 0     # its PostgreSQL traffic went through the proxy
+    # (a fraction of a chunk per message: the store's group commit is a few round trips per batch)
     assert proxied["proxy"]["hold_p50_ms"] >= 0.5                    # and was held at least the delay
     assert namespaces() == before
     pid = int(doc["pid"])   # type: ignore[arg-type]
