@@ -85,6 +85,9 @@ class Dispatcher:
         self._spilled = asyncio.Event()
         self._spill_gen = 0
         self._cursor: tuple[float, str] = (0.0, "")
+        # ids that stopped being held here while a page was being read: the page's snapshot may predate their
+        # commit (a submit's resp, a final state) and show them still queued; paging them in would send again
+        self._left_during_read: set[str] | None = None
 
     @property
     def backlog(self) -> int:
@@ -100,6 +103,8 @@ class Dispatcher:
 
     def offer(self, item: Active) -> None:
         """A newly stored message: held here while there is room, else left in the store for paging."""
+        if item.request.id in self._inmem:
+            return          # a page read after its commit took it in already
         if self.backlog < self.high_water:
             self.enqueue(item)
         else:
@@ -134,13 +139,17 @@ class Dispatcher:
             await self._spilled.wait()
             await self.below(max(1, self.high_water // 2))
             gen = self._spill_gen
-            rows = await self.store.pending_page(self._cursor, page)
+            self._left_during_read = left = set()
+            try:
+                rows = await self.store.pending_page(self._cursor, page)
+            finally:
+                self._left_during_read = None
             now = time.time()
             for a in rows:
                 if self.backlog >= self.high_water:
                     break       # new requests filled the room while the page was read: the rest waits its turn
                 self._cursor = (a.created_at, a.request.id)
-                if a.request.id in self._inmem:
+                if a.request.id in self._inmem or a.request.id in left:
                     continue
                 delay = (a.next_attempt_at - now) if (a.state == RETRYING and a.next_attempt_at) else 0.0
                 self.enqueue(a, delay)
@@ -187,6 +196,8 @@ class Dispatcher:
             self.active -= 1
             if a.request.id not in self._scheduled:     # not waiting for a retry here: no longer held
                 self._inmem.discard(a.request.id)
+                if self._left_during_read is not None:
+                    self._left_during_read.add(a.request.id)
 
     def _pick(self, a: Active) -> list[str]:
         if a.submitted and a.smsc:
