@@ -40,8 +40,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
+
+from _packaging import ROOT, bookworm_root, check, sh, summary  # noqa: E402
 
 from smppengine import logs  # noqa: E402
 from smppengine.broker import Mosquitto, free_port  # noqa: E402
@@ -49,43 +50,15 @@ from smppengine.simulator import Simulator  # noqa: E402
 
 LOCAL_BASE = "smppengine-base:bookworm"
 PUBLIC_BASE = "python:3.11-slim"
-ROOTFS = Path(os.environ.get("SMPPENGINE_ROOTFS_CACHE", "/var/tmp/smppengine-rootfs")) / "bookworm-py"
-
-results: list[dict[str, Any]] = []
-
-
-def check(name: str, ok: bool, detail: str = "") -> bool:
-    results.append({"check": name, "ok": ok, "detail": detail})
-    print(f"{'PASS' if ok else 'FAIL'}  {name}{': ' + detail if detail else ''}", flush=True)
-    return ok
-
-
-def sh(*cmd: str, check_rc: bool = True, timeout: float = 1800, **kw: Any) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-    if check_rc and res.returncode != 0:
-        raise SystemExit(f"failed ({res.returncode}): {' '.join(cmd)}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res
 
 
 def has_image(ref: str) -> bool:
     return sh("docker", "image", "inspect", ref, check_rc=False).returncode == 0
 
 
-def bookworm_rootfs() -> Path:
+def python_root() -> Path:
     """A Debian bookworm root with python3 + venv (debootstrap, cached between runs)."""
-    if not (ROOTFS / "usr/bin/python3").exists():
-        if shutil.which("debootstrap") is None:
-            raise SystemExit("no base image and no debootstrap: apt-get install debootstrap, or pass --base")
-        ROOTFS.parent.mkdir(parents=True, exist_ok=True)
-        print(f"debootstrap bookworm into {ROOTFS} (a few minutes)", flush=True)
-        sh("debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates", "bookworm",
-           str(ROOTFS), "http://deb.debian.org/debian")
-    extra = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
-    if extra:      # a TLS-intercepting proxy's CA: pip in the build must trust it as this host does
-        for crt in extra:
-            shutil.copy(crt, ROOTFS / "usr/local/share/ca-certificates" / crt.name)
-        sh("chroot", str(ROOTFS), "update-ca-certificates")
-    return ROOTFS
+    return bookworm_root("bookworm-py", "python3,python3-venv,ca-certificates", "usr/bin/python3")
 
 
 def base_image(asked: str | None) -> str:
@@ -97,7 +70,7 @@ def base_image(asked: str | None) -> str:
         return LOCAL_BASE
     print(f"no {PUBLIC_BASE} image here (`docker pull` it where a registry is reachable): building {LOCAL_BASE} "
           "from Debian bookworm", flush=True)
-    root = bookworm_rootfs()
+    root = python_root()
     tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
     sh("docker", "import", "-c", "ENV LANG=C.UTF-8", "-", LOCAL_BASE, stdin=tar.stdout)
     tar.wait()
@@ -113,7 +86,7 @@ def mosquitto_image() -> str:
     for ref in (MOSQUITTO_PUBLIC, MOSQUITTO_LOCAL):
         if has_image(ref):
             return ref
-    root = bookworm_rootfs()
+    root = python_root()
     mroot = root.parent / "bookworm-mosquitto"
     if not (mroot / "usr/sbin/mosquitto").exists():
         shutil.rmtree(mroot, ignore_errors=True)
@@ -359,10 +332,7 @@ def main() -> int:
     asyncio.run(run_checks(args.tag, args.keep))
     if not args.no_compose:
         asyncio.run(compose_checks(base))
-    ok = all(r["ok"] for r in results)
-    print(json.dumps({"docker_check": "pass" if ok else "fail", "server": info.stdout.strip(), "base": base,
-                      "checks": len(results), "failed": [r["check"] for r in results if not r["ok"]]}))
-    return 0 if ok else 1
+    return summary("docker_check", server=info.stdout.strip(), base=base)
 
 
 if __name__ == "__main__":

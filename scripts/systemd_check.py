@@ -36,44 +36,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
+
+from _packaging import ROOT, bookworm_root, check, sh, summary  # noqa: E402
 
 from smppengine import logs  # noqa: E402
 from smppengine.broker import Mosquitto, free_port  # noqa: E402
 from smppengine.simulator import Simulator  # noqa: E402
 
-CACHE = Path(os.environ.get("SMPPENGINE_ROOTFS_CACHE", "/var/tmp/smppengine-rootfs"))
 PACKAGES = "python3,python3-venv,ca-certificates,systemd,systemd-sysv,dbus"
-
-results: list[dict[str, Any]] = []
-
-
-def check(name: str, ok: bool, detail: str = "") -> bool:
-    results.append({"check": name, "ok": ok, "detail": detail})
-    print(f"{'PASS' if ok else 'FAIL'}  {name}{': ' + detail if detail else ''}", flush=True)
-    return ok
-
-
-def sh(*cmd: str, check_rc: bool = True, timeout: float = 1800, **kw: Any) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-    if check_rc and res.returncode != 0:
-        raise SystemExit(f"failed ({res.returncode}): {' '.join(cmd)}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res
 
 
 def make_root() -> Path:
-    root = CACHE / "bookworm-systemd"
-    if not (root / "lib/systemd/systemd").exists():
-        if shutil.which("debootstrap") is None or shutil.which("systemd-nspawn") is None:
-            raise SystemExit("apt-get install debootstrap systemd-container")
-        CACHE.mkdir(parents=True, exist_ok=True)
-        print(f"debootstrap bookworm with systemd into {root} (a few minutes)", flush=True)
-        sh("debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(root),
-           "http://deb.debian.org/debian")
-    for crt in sorted(Path("/usr/local/share/ca-certificates").glob("*.crt")):
-        shutil.copy(crt, root / "usr/local/share/ca-certificates" / crt.name)
-    sh("chroot", str(root), "update-ca-certificates")
+    root = bookworm_root("bookworm-systemd", PACKAGES, "lib/systemd/systemd", ("debootstrap", "systemd-nspawn"))
     (root / "etc/hostname").write_text("smppcheck\n")
     # this checkout, installed the way docs/operations.md says
     src = root / "opt/smppengine-src"
@@ -351,11 +326,8 @@ def main() -> int:
     logs.configure("warning", "console", stream=sys.stderr)
     root = make_root()
     asyncio.run(run_checks(root))
-    ok = all(r["ok"] for r in results)
     print(f"the unit's journal: {Path(tempfile.gettempdir()) / 'smppengine-systemd-check.journal'}")
-    print(json.dumps({"systemd_check": "pass" if ok else "fail", "checks": len(results),
-                      "failed": [r["check"] for r in results if not r["ok"]]}))
-    return 0 if ok else 1
+    return summary("systemd_check")
 
 
 if __name__ == "__main__":
