@@ -23,6 +23,7 @@ from typing import Any
 import aiomqtt
 import paho.mqtt
 import paho.mqtt.client as paho_client
+from paho.mqtt.enums import CallbackAPIVersion
 
 # The releases these internals were read from and tested with (pyproject.toml pins this range).
 TESTED = {"paho-mqtt": "2.2.0", "aiomqtt": "2.5.1"}
@@ -83,7 +84,7 @@ def check(paho: Any) -> None:
 
 def check_installed() -> None:
     """:func:`check` on a fresh (never connected) paho client of the installed release."""
-    check(paho_client.Client(paho_client.CallbackAPIVersion.VERSION2))
+    check(paho_client.Client(CallbackAPIVersion.VERSION2))
 
 
 def paho_of(client: aiomqtt.Client) -> Any:
