@@ -18,6 +18,10 @@ import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:              # amqtt is imported only when the fallback broker starts
+    from amqtt.broker import Broker
 
 TEMP_PREFIX = "smppengine-mqtt-"
 OWNER_FILE = "owner.pid"         # in a private broker's temp directory: the process that made it
@@ -154,7 +158,7 @@ class InProcessBroker:
 
     def __init__(self, port: int = 0) -> None:
         self.port = port or free_port()
-        self._broker: object | None = None
+        self._broker: Broker | None = None
 
     @property
     def url(self) -> str:
@@ -172,7 +176,7 @@ class InProcessBroker:
 
     async def stop(self) -> None:
         if self._broker is not None:
-            await self._broker.shutdown()  # type: ignore[attr-defined]
+            await self._broker.shutdown()
             self._broker = None
 
 

@@ -15,8 +15,8 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -24,6 +24,11 @@ import structlog
 from . import logs, text
 from .config import Config, ConfigError, demo_config, load_config
 from .locate import DEFAULT_PREFIX, DEFAULT_URL, DEMO_STORE, NotFound
+
+if TYPE_CHECKING:                # imported where used: `smppengine send` etc. do not load the engine
+    from .engine import Engine
+    from .locate import DemoState
+    from .sdnotify import Notifier
 
 log = structlog.get_logger("smppengine.cli")
 
@@ -189,7 +194,7 @@ def _parts(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- run
-def _event_loop_run(coro: Any) -> Any:
+def _event_loop_run(coro: Coroutine[Any, Any, None]) -> None:
     """uvloop when installed (measured: fewer µs per message in the MQTT and SMPP I/O), else asyncio."""
     try:
         import uvloop
@@ -272,7 +277,7 @@ async def _run_engine(cfg: Config, load: Callable[[], Config] | None = None) -> 
         notifier.close()
 
 
-async def _start_unless_stopped(engine: Any, stop: asyncio.Event) -> bool:
+async def _start_unless_stopped(engine: Engine, stop: asyncio.Event) -> bool:
     """Start the engine; a SIGTERM/SIGINT while it starts (e.g. the broker is not reachable yet: the start
     waits for it) stops it instead of being ignored. False when stopped before the start completed."""
     starting = asyncio.ensure_future(engine.start())
@@ -292,7 +297,8 @@ async def _start_unless_stopped(engine: Any, stop: asyncio.Event) -> bool:
     return False
 
 
-async def _reload_on_hup(engine: Any, load: Callable[[], Config], hup: asyncio.Event, notifier: Any) -> None:
+async def _reload_on_hup(engine: Engine, load: Callable[[], Config], hup: asyncio.Event,
+                         notifier: Notifier) -> None:
     while True:
         await hup.wait()
         hup.clear()
@@ -378,11 +384,14 @@ def _demo_sighup() -> None:
              "(smppengine run --config FILE reloads FILE on SIGHUP)")
 
 
-def _demo_banner(state: Any, mqtt_port: int) -> str:
+def _demo_banner(state: DemoState, mqtt_port: int) -> str:
     from .locate import STATE_FILE, shown
 
     p = state.topic_prefix
-    taken = lambda port, wanted: "" if port == wanted else f"  ({wanted} was taken)"  # noqa: E731
+
+    def taken(port: int, wanted: int) -> str:
+        return "" if port == wanted else f"  ({wanted} was taken)"
+
     smsc_port = int(state.smsc.rsplit(":", 1)[1])
     ctl_port = int(state.control.rsplit(":", 1)[1])
     http_port = int(state.http.rsplit(":", 1)[1])

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
 import structlog
@@ -47,7 +47,7 @@ class _Settings:
     as_json = True
     level = logging.INFO
     stream: TextIO = sys.stdout
-    console: Any = None         # structlog.dev.ConsoleRenderer when not as_json
+    console: structlog.dev.ConsoleRenderer | None = None    # set when not as_json
 
 
 _NOW = _Settings()
@@ -65,15 +65,15 @@ def _level_gate(_: Any, method: str, event: MutableMapping[str, Any]) -> Mutable
 
 def _render(logger: Any, method: str, event: MutableMapping[str, Any]) -> bytes | str:
     if _NOW.as_json:
-        return _JSON_RENDER(logger, method, _EXC_INFO(logger, method, event))  # type: ignore[return-value]
-    return _NOW.console(logger, method, event)  # type: ignore[no-any-return]
+        return _JSON_RENDER(logger, method, _EXC_INFO(logger, method, event))
+    return cast(structlog.dev.ConsoleRenderer, _NOW.console)(logger, method, event)   # set when not as_json
 
 
 def _render_str(logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
     """For records of the standard library's logging (ProcessorFormatter wants a str)."""
     if _NOW.as_json:
-        return _JSON_RENDER_STR(logger, method, event)  # type: ignore[return-value]
-    return _NOW.console(logger, method, event)  # type: ignore[no-any-return]
+        return cast(str, _JSON_RENDER_STR(logger, method, event))   # its serializer returns str
+    return cast(structlog.dev.ConsoleRenderer, _NOW.console)(logger, method, event)
 
 
 def _write(stream: TextIO, line: bytes | str) -> None:

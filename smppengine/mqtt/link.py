@@ -112,7 +112,7 @@ class MqttLink:
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             will=aiomqtt.Will(self.presence_topic, self._presence("offline"), qos=1, retain=True),
             clean_session=None if v5 else False,
-            clean_start=False if v5 else 3,  # type: ignore[arg-type]
+            clean_start=False if v5 else 3,
             properties=props, tls_params=tls_params, keepalive=30, logger=_paho_log,
             max_inflight_messages=0,   # paho: unlimited, and no O(n) walk per PUBACK; the publisher keeps
         )                              # itself within the broker's Receive Maximum instead
@@ -230,8 +230,9 @@ class MqttLink:
         if ack.done.done():
             return
         gone = asyncio.ensure_future(self.disconnected.wait())
+        either: set[asyncio.Future[Any]] = {ack.done, gone}
         try:
-            finished, _ = await asyncio.wait({ack.done, gone}, timeout=timeout,
+            finished, _ = await asyncio.wait(either, timeout=timeout,
                                              return_when=asyncio.FIRST_COMPLETED)
         finally:
             gone.cancel()

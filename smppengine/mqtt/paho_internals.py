@@ -23,6 +23,7 @@ from typing import Any
 import aiomqtt
 import paho.mqtt
 import paho.mqtt.client as paho_client
+from paho.mqtt.enums import CallbackAPIVersion
 
 # The releases these internals were read from and tested with (pyproject.toml pins this range).
 TESTED = {"paho-mqtt": "2.2.0", "aiomqtt": "2.5.1"}
@@ -83,7 +84,7 @@ def check(paho: Any) -> None:
 
 def check_installed() -> None:
     """:func:`check` on a fresh (never connected) paho client of the installed release."""
-    check(paho_client.Client(paho_client.CallbackAPIVersion.VERSION2))
+    check(paho_client.Client(CallbackAPIVersion.VERSION2))
 
 
 def paho_of(client: aiomqtt.Client) -> Any:
@@ -128,16 +129,17 @@ class PahoWire:
 
     def in_packet(self) -> dict[str, Any]:
         """The packet paho is reading (``command`` 0: between packets): a new dict after every packet."""
-        return self.paho._in_packet                                            # type: ignore[no-any-return]  # PRIVATE
+        packet: dict[str, Any] = self.paho._in_packet                          # PRIVATE
+        return packet
 
     def take_mids(self, n: int) -> int:
         """Reserve ``n`` packet ids from paho's counter, as paho would take them; returns the id before the
         first (the ids are ``(first + k) % 65535 + 1``)."""
         paho = self.paho
         with paho._mid_generate_mutex:                                         # PRIVATE
-            last = paho._last_mid                                              # PRIVATE
+            last: int = paho._last_mid                                         # PRIVATE
             paho._last_mid = (last + n - 1) % 65535 + 1                        # PRIVATE
-        return last                                                            # type: ignore[no-any-return]
+        return last
 
     def queue(self, command: int, packet: bytes | bytearray, qos: int) -> None:
         """Queue bytes (whole packets) for writing, in order with paho's own."""

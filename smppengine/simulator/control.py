@@ -201,8 +201,8 @@ async def _route(sim: Simulator, method: str, target: str, body: bytes) -> tuple
         system_id = data.get("system_id")
         before = len(sim.deliver_resps)
         try:
-            target = system_id if isinstance(system_id, str) else None
-            await sim.inject_mo(src, dst, text, dc, system_id=target)
+            receiver_id = system_id if isinstance(system_id, str) else None
+            await sim.inject_mo(src, dst, text, dc, system_id=receiver_id)
         except NoReceiverError as exc:
             raise _HttpError(409, str(exc)) from None
         except TimeoutError:

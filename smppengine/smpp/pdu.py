@@ -47,7 +47,7 @@ Parameter conventions (encode and decode alike):
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,7 +210,7 @@ class CommandSpec:
 
 
 def _make_spec(d: _spec.CommandDef) -> CommandSpec:
-    mandatory = tuple(FieldSpec(m[0], m[1], m[2], None, m[3] if len(m) > 3 else None)  # type: ignore[misc]
+    mandatory = tuple(FieldSpec(m[0], m[1], m[2], None, m[3] if len(m) > 3 else None)
                       for m in d.mandatory)
     tlvs = []
     for name in d.tlvs:
@@ -491,9 +491,9 @@ def next_seq(seq: int) -> int:
 
 
 # The fast codec registers itself here (it imports this module, so the import must come last).
-_FAST_ENCODERS: dict[str, Any] = {}
-_FAST_DECODERS: dict[int, Any] = {}
-_GENERIC_ENCODERS: dict[str, Any] = {}
+_FAST_ENCODERS: dict[str, Callable[[Pdu], bytes]] = {}
+_FAST_DECODERS: dict[int, Callable[[bytes, int, int], Pdu]] = {}   # (frame, command_status, sequence)
+_GENERIC_ENCODERS: dict[str, Callable[[Pdu], bytes]] = {}
 
 from smppengine.smpp import fastcodec as _fastcodec  # noqa: E402,F401  (registers the hot-path codec)
 

@@ -209,7 +209,8 @@ class SqliteStore(GroupCommitWriter):
 
     @classmethod
     def _row(cls, c: sqlite3.Connection, msg_id: str) -> tuple[Any, ...] | None:
-        return c.execute(cls._ROW + " WHERE id=?", (msg_id,)).fetchone()  # type: ignore[no-any-return]
+        row: tuple[Any, ...] | None = c.execute(cls._ROW + " WHERE id=?", (msg_id,)).fetchone()
+        return row
 
     def _set_state(self, c: sqlite3.Connection, row: tuple[Any, ...], state: str, final: bool,
                    err: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
@@ -251,8 +252,7 @@ class SqliteStore(GroupCommitWriter):
             if rej.id is None:
                 self._emit(c, None, None, REJECTED, err, {"raw": rej.raw.decode("utf-8", "replace")})
                 continue
-            doc = {"id": rej.id, "to": rej.to, "text": None, "meta": rej.meta}
-            blob = orjson.dumps(doc)
+            blob = orjson.dumps({"id": rej.id, "to": rej.to, "text": None, "meta": rej.meta})
             cur = c.execute(
                 "INSERT OR IGNORE INTO messages(id, req, state, final, error, created_at, updated_at, ttl_at) "
                 "VALUES (?,?,?,1,?,?,?,?)", (rej.id, blob, REJECTED, orjson.dumps(err), now, now, now))
@@ -286,7 +286,7 @@ class SqliteStore(GroupCommitWriter):
     async def begin_attempt(self, msg_id: str, smsc: str, parts: int, ref: int | None) -> tuple[int, int]:
         """Bind the message to an SMSC, its part count and concatenation reference (kept from the first
         attempt, so that re-sent parts still join their siblings); returns (attempt number, reference)."""
-        return await self._call(self._begin_attempt, msg_id, smsc, parts, ref)  # type: ignore[no-any-return]
+        return await self._call(self._begin_attempt, msg_id, smsc, parts, ref)
 
     def _begin_attempt(self, c: sqlite3.Connection, msg_id: str, smsc: str, parts: int,
                        ref: int | None) -> tuple[int, int]:
@@ -411,7 +411,7 @@ class SqliteStore(GroupCommitWriter):
 
     async def receipt(self, smsc: str, receipt: Receipt) -> str:
         """Correlate a delivery receipt: returns "matched", "held" (no submit known yet) or "late" (already final)."""
-        return await self.receipt_nowait(smsc, receipt)  # type: ignore[no-any-return]
+        return await self.receipt_nowait(smsc, receipt)
 
     def receipt_nowait(self, smsc: str, receipt: Receipt) -> asyncio.Future[str]:
         """:meth:`receipt` as a future (no coroutine, no task): the session answers the deliver_sm from its
@@ -485,7 +485,7 @@ class SqliteStore(GroupCommitWriter):
             c.execute("DELETE FROM mo_parts WHERE smsc=? AND source=? AND dest=? AND ref=? AND total=?", key)
             c.execute("DELETE FROM mo_parts WHERE at < ?", (now - 3600,))
             data = b"".join(d for _, d in got)
-        msg = {"id": str(uuid.uuid4()), "from": source, "to": dest,
+        msg: dict[str, Any] = {"id": str(uuid.uuid4()), "from": source, "to": dest,
                "text": text.decode(data, data_coding, default_alphabet), "smsc": smsc, "received_at": iso(now)}
         if tlvs:
             msg["tlvs"] = tlvs      # the deliver_sm's TLVs (of the part that completed it)
@@ -669,7 +669,7 @@ class SqliteStore(GroupCommitWriter):
         return {
             "queue": [{"state": s, "smsc": m, "count": n} for s, m, n in active],
             "outcomes": [{"state": s, "smsc": m, "count": n} for s, m, n in recent],
-            "counters": dict(counters),
+            "counters": {name: value for name, value in counters},
             "outbox": list(outbox)[0][0],
             "held_receipts": list(held)[0][0],
         }

@@ -10,8 +10,8 @@ failed commit answers every caller of the batch with :class:`StoreError`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, TypeVarTuple, overload
 
 import structlog
 
@@ -27,6 +27,11 @@ GATHER_BELOW = 16
 GATHER_S = 0.001
 
 Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+# An operation is called as fn(conn, *args) in the commit (conn: the backend's connection or batch; the
+# PostgreSQL store awaits an operation that is a coroutine function), and its caller gets what it returned:
+# typed through _submit/_call.
+_R = TypeVar("_R")
+_Args = TypeVarTuple("_Args")
 
 
 class GroupCommitWriter:
@@ -63,14 +68,24 @@ class GroupCommitWriter:
             pass
         self._writer = None
 
-    def _submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    @overload
+    def _submit(self, fn: Callable[[Any, *_Args], Awaitable[_R]], *args: *_Args) -> asyncio.Future[_R]: ...
+    @overload
+    def _submit(self, fn: Callable[[Any, *_Args], _R], *args: *_Args) -> asyncio.Future[_R]: ...
+
+    def _submit(self, fn: Callable[[Any, *_Args], Any], *args: *_Args) -> asyncio.Future[Any]:
         """Queue an operation; the future resolves after the commit that applied it."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._ops.append((fn, args, fut))
         self._wake.set()
         return fut
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    @overload
+    async def _call(self, fn: Callable[[Any, *_Args], Awaitable[_R]], *args: *_Args) -> _R: ...
+    @overload
+    async def _call(self, fn: Callable[[Any, *_Args], _R], *args: *_Args) -> _R: ...
+
+    async def _call(self, fn: Callable[[Any, *_Args], Any], *args: *_Args) -> Any:
         return await self._submit(fn, *args)
 
     async def _write_loop(self) -> None:
