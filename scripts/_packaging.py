@@ -52,6 +52,12 @@ def bookworm_root(name: str, packages: str, marker: str, needs: tuple[str, ...] 
         CACHE.mkdir(parents=True, exist_ok=True)
         print(f"debootstrap bookworm into {root} (a few minutes)", flush=True)
         sh("debootstrap", "--variant=minbase", f"--include={packages}", "bookworm", str(root), MIRROR)
+    # a cached root made before a package joined the list gets it now
+    missing = [p for p in packages.split(",") if sh("chroot", str(root), "dpkg", "-s", p, check_rc=False).returncode]
+    if missing:
+        print(f"installing {', '.join(missing)} in {root}", flush=True)
+        sh("chroot", str(root), "/bin/sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get "
+           f"install -y -qq --no-install-recommends {' '.join(missing)} && apt-get clean")
     extra = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
     if extra:
         for crt in extra:

@@ -44,7 +44,8 @@ from smppengine import logs  # noqa: E402
 from smppengine.broker import Mosquitto, free_port  # noqa: E402
 from smppengine.simulator import Simulator  # noqa: E402
 
-PACKAGES = "python3,python3-venv,ca-certificates,systemd,systemd-sysv,dbus"
+# procps: the unit's ExecReload is /bin/kill (every Debian system has it; debootstrap's minbase does not)
+PACKAGES = "python3,python3-venv,ca-certificates,systemd,systemd-sysv,dbus,procps"
 
 
 def make_root() -> Path:
