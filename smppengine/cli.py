@@ -34,6 +34,7 @@ log = structlog.get_logger("smppengine.cli")
 
 EXIT_CONFIG = 2
 EXIT_NO_ENGINE = 3          # `send`: no engine answered
+EXIT_INSTALL = 4            # `run`: the installed MQTT client is not the tested one (a restart cannot fix it)
 ENGINE_ANSWER_S = 5.0
 DEMO_SMSC_PORT = 2775
 DEMO_CONTROL_PORT = 8775
@@ -229,7 +230,15 @@ def _run(args: argparse.Namespace) -> int:
 
         cfg = load()
         logs.configure(cfg.log.level, cfg.log.format)
-        _event_loop_run(_run_engine(cfg, load))
+        from .mqtt.paho_internals import InternalsChanged
+
+        try:
+            _event_loop_run(_run_engine(cfg, load))
+        except InternalsChanged as exc:
+            log.error("mqtt_client_unsupported", error=str(exc))
+            print(f"error: {exc}. Reinstall the tested range: pip install 'paho-mqtt>=2.2.0,<2.3' "
+                  "'aiomqtt>=2.5.1,<2.6'", file=sys.stderr)
+            return EXIT_INSTALL
     else:
         logs.configure("info", "auto")
         from .locate import is_url

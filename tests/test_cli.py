@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from smppengine.broker import Mosquitto
 from smppengine.simulator import Simulator
@@ -94,3 +95,22 @@ async def test_trace_shows_a_delivered_message(tmp_path: Path, broker: Mosquitto
     assert "delivered (final)" in table.stdout and "#1" in table.stdout
     missing = await asyncio.to_thread(cli, "trace", "nope", "--store", store)
     assert missing.returncode == 1
+
+
+def test_run_with_an_mqtt_client_outside_the_tested_range_stops_with_one_clear_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from smppengine import cli as cli_module
+    from smppengine.mqtt import paho_internals
+
+    def changed() -> None:
+        raise paho_internals.InternalsChanged("paho-mqtt internals changed: Client._packet_queue is missing "
+                                              "(installed paho-mqtt 9.9.9, aiomqtt 9.9.9)")
+
+    monkeypatch.setattr(paho_internals, "check_installed", changed)
+    path = tmp_path / "engine.toml"
+    path.write_text(f'[engine]\nstore="{tmp_path / "e.db"}"\n[mqtt]\nurl="mqtt://127.0.0.1:1"\n[log]\nlevel="error"\n'
+                    '[[smsc]]\nname="a"\nhost="127.0.0.1"\nport=1\nsystem_id="x"\npassword="y"\n')
+    assert cli_module.main(["run", "--config", str(path)]) == cli_module.EXIT_INSTALL == 4
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "Client._packet_queue is missing" in err and "pip install 'paho-mqtt>=2.2.0,<2.3'" in err
