@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from smppengine import tlvs as tlv_forms
+from smppengine.retry import RetryPolicy
 from smppengine.smpp.status import STATUS_NAMES, status_code
 
 
@@ -77,11 +78,9 @@ class LogConfig:
     format: str = "auto"              # auto, json, console
 
 
-@dataclass(frozen=True)
-class RetryConfig:
-    max_attempts: int = 5
-    backoff_initial: float = 1.0
-    backoff_max: float = 300.0
+# ``[retry]`` is the retry policy itself: built once, when the file is parsed (and again for a reloaded
+# file), and handed to the dispatcher as it is.
+RetryConfig = RetryPolicy
 
 
 @dataclass(frozen=True)

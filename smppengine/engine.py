@@ -23,7 +23,6 @@ from .optout_runtime import OptOutRuntime
 from .publisher import Publisher
 from .receipts import Receipt, is_receipt, parse_receipt
 from .reload import ReloadPlan, effective, plan
-from .retry import RetryPolicy
 from .router import Router
 from .smpp import pdu as P
 from .smpp.client import SmscClient
@@ -50,11 +49,9 @@ class Engine:
         self.metrics = Metrics()
         self.clients = {s.name: self._new_client(s) for s in config.smsc}
         self.router = Router(config.route, [s.name for s in config.smsc])
-        r = config.retry
         from .dispatcher import Dispatcher
 
-        self.dispatcher = Dispatcher(self.store, self.clients, self.router,
-                                     RetryPolicy(r.max_attempts, r.backoff_initial, r.backoff_max),
+        self.dispatcher = Dispatcher(self.store, self.clients, self.router, config.retry,
                                      high_water=BACKLOG_HIGH_WATER)
         self.dispatcher.metrics = self.metrics
         self.optouts = OptOutRuntime(self.store, self.dispatcher)    # compliance: opt-out cache + replies
@@ -365,8 +362,7 @@ class Engine:
                 self.router = Router(self.config.route, [s.name for s in self.config.smsc])
                 self.dispatcher.router = self.router
             if p.retry:
-                r = self.config.retry
-                self.dispatcher.policy = RetryPolicy(r.max_attempts, r.backoff_initial, r.backoff_max)
+                self.dispatcher.policy = self.config.retry        # the policy, built when the file was parsed
             # old clients finish what they have in flight (bounded), then unbind
             await asyncio.gather(*(c.retire(c.cfg.response_timeout_s) for c in retired))
             log.info("config_reloaded", path=new.path, **p.summary())
@@ -374,14 +370,3 @@ class Engine:
                 log.warning("config_reload_restart_needed", keys=list(p.restart_needed))
             return p
 
-
-async def run_engine(config: Config, stop: asyncio.Event) -> None:
-    """Run until `stop` is set, then shut down cleanly."""
-    engine = Engine(config)
-    try:
-        await engine.start()
-    except StoreError as exc:
-        log.error("engine_start_failed", error=str(exc))
-        raise
-    await stop.wait()
-    await engine.stop()
