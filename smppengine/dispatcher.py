@@ -60,7 +60,10 @@ def _extra(client: SmscClient, req: Request) -> dict[str, Any]:
 
 class Dispatcher:
     def __init__(self, store: Store, clients: dict[str, SmscClient], router: Router, policy: RetryPolicy,
-                 max_in_flight: int = 2000, rng: random.Random | None = None, high_water: int = 20_000) -> None:
+                 max_in_flight: int = 2000, rng: random.Random | None = None, high_water: int = 20_000, *,
+                 metrics: Metrics | None = None, optouts: OptOutCache | None = None) -> None:
+        """``clients``: the engine's SMSC clients by name (a config reload replaces entries in this dict);
+        ``optouts``: the opt-out list kept in step by optout_runtime.py (None: no opt-out check)."""
         self.store = store
         self.clients = clients
         self.router = router
@@ -76,8 +79,8 @@ class Dispatcher:
         self._wake_below = 0            # _drained is set when a message finishes with the backlog under this
         self.active = 0
         self.submitted_ok = 0
-        self.metrics: Metrics | None = None       # set by the engine
-        self.optouts: OptOutCache | None = None   # set by the engine (optout_runtime.py)
+        self.metrics = metrics
+        self.optouts = optouts
         # memory bound: at most `high_water` messages are held here; the rest of a backlog stays in the
         # store ("spilled") and is paged back in arrival order once the backlog is under half of it
         self.high_water = high_water
@@ -89,6 +92,17 @@ class Dispatcher:
         # ids that stopped being held here while a page was being read: the page's snapshot may predate their
         # commit (a submit's resp, a final state) and show them still queued; paging them in would send again
         self._left_during_read: set[str] | None = None
+
+    def reconfigure(self, router: Router | None = None, policy: RetryPolicy | None = None) -> None:
+        """A config reload: new routes and/or retry policy, applied to the next attempt of every message."""
+        if router is not None:
+            self.router = router
+        if policy is not None:
+            self.policy = policy
+
+    def halt(self) -> None:
+        """Shutdown: nothing new leaves; what is in flight gets its resp (bounded by :meth:`drain`)."""
+        self.stopping = True
 
     @property
     def backlog(self) -> int:
@@ -140,7 +154,8 @@ class Dispatcher:
             await self._spilled.wait()
             await self.below(max(1, self.high_water // 2))
             gen = self._spill_gen
-            self._left_during_read = left = set()
+            left: set[str] = set()
+            self._left_during_read = left
             try:
                 rows = await self.store.pending_page(self._cursor, page)
             finally:
