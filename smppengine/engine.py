@@ -19,10 +19,10 @@ from .config import Config, SmscConfig
 from .deliver import Deliveries
 from .dispatcher import Dispatcher
 from .http import serve as serve_http
-from .ingress import parse_request
+from .intake import Intake
 from .metrics import Metrics
-from .model import QUEUED, RETRYING, Rejection, Request
-from .mqtt import Incoming, MqttLink
+from .model import RETRYING
+from .mqtt import MqttLink
 from .optout_runtime import OptOutRuntime
 from .publisher import Publisher
 from .reload import ReloadPlan, effective, plan
@@ -35,10 +35,6 @@ log = structlog.get_logger(__name__)
 # Messages the dispatcher holds in memory (queued, in flight, waiting for a retry); beyond that a backlog
 # stays in the store and is paged back in arrival order (bounds memory: about 2 KB each).
 BACKLOG_HIGH_WATER = 20_000
-# Requests parsed and committed per accept. Those received beyond it wait as they came (~0.3 KB each with
-# a small payload; parsing adds ~0.45 KB, more with long text or meta): with a Receive Maximum of 65,535
-# the broker may send that many at once, e.g. a backlog at connect.
-INTAKE_BATCH = 5_000
 
 
 class Engine:
@@ -58,11 +54,10 @@ class Engine:
         self.deliveries = Deliveries(self.store, self.clients, self.metrics, self.optouts, lambda: self.config,
                                      self.counters)
         self.clients.update((s.name, self._new_client(s)) for s in config.smsc)
-        self.link = MqttLink(config.mqtt, config.engine.instance, self._on_request)
+        self.intake = Intake(self.store, self.dispatcher.offer, self.metrics, lambda: self.config.engine.default_ttl,
+                             self.counters)
+        self.link = MqttLink(config.mqtt, config.engine.instance, self.intake.on_request)
         self.publisher = Publisher(self.store, self.link)
-        self._intake: list[tuple[Incoming, float]] = []       # received, not yet committed: (message, time)
-        self._intake_wake = asyncio.Event()
-        self._accepting = True
         self._tasks: list[asyncio.Task[Any]] = []
         self.ready = asyncio.Event()
         self.http_server: asyncio.Server | None = None
@@ -107,7 +102,7 @@ class Engine:
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self.dispatcher.refill(), name="refill"),
-            asyncio.create_task(self._intake_loop(), name="intake"),
+            asyncio.create_task(self.intake.run(self.link.ack), name="intake"),
             asyncio.create_task(self.link.run(), name="mqtt"),
             asyncio.create_task(self.publisher.run(), name="publisher"),
             asyncio.create_task(self._stats_loop(), name="stats"),
@@ -126,7 +121,7 @@ class Engine:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking requests, let in-flight submits finish (bounded), unbind, flush events, go offline."""
         log.info("engine_stopping")
-        self._accepting = False
+        self.intake.close()
         if self.http_server is not None:
             self.http_server.close()
         self.dispatcher.halt()                # nothing new leaves; what is in flight gets its resp (bounded)
@@ -148,51 +143,6 @@ class Engine:
                 log.warning("lease_release_failed", error=str(exc))
         await self.store.close()
         log.info("engine_stopped")
-
-    # ------------------------------------------------------------------ requests
-    def _on_request(self, msg: Incoming) -> None:
-        if not self._accepting:
-            return              # not acknowledged: the broker keeps it for the next run
-        self._intake.append((msg, time.time()))
-        self._intake_wake.set()
-
-    async def _intake_loop(self) -> None:
-        while True:
-            await self._intake_wake.wait()
-            self._intake_wake.clear()
-            default_ttl = self.config.engine.default_ttl       # read per batch: a reload may change it
-            if len(self._intake) > INTAKE_BATCH:
-                received, self._intake = self._intake[:INTAKE_BATCH], self._intake[INTAKE_BATCH:]
-                self._intake_wake.set()                          # the rest in the next commit
-            else:
-                received, self._intake = self._intake, []
-            if not received:
-                continue
-            batch = [(parse_request(msg.payload, at), msg) for msg, at in received]
-            requests = [r for r, _ in batch if isinstance(r, Request)]
-            rejections = [r for r, _ in batch if isinstance(r, Rejection)]
-            try:
-                result = await self.store.accept(requests, rejections, default_ttl)
-            except StoreError as exc:
-                # nothing acknowledged: the broker keeps the requests; try again shortly
-                log.error("requests_not_committed", error=str(exc), count=len(batch))
-                self._intake = received + self._intake
-                await asyncio.sleep(1.0)
-                self._intake_wake.set()
-                continue
-            self.link.ack([msg for _, msg in batch])
-            self.counters["requests"] += len(batch)
-            self.counters["duplicates"] += len(result.duplicates)
-            self.metrics.requests.labels("accepted").inc(len(result.new))
-            self.metrics.requests.labels("duplicate").inc(len(result.duplicates))
-            self.metrics.requests.labels("rejected").inc(len(rejections))
-            for dup in result.duplicates:
-                log.info("duplicate_request", msg_id=dup)
-            for rej in rejections:
-                log.info("request_rejected", msg_id=rej.id, error=rej.detail)
-            for req in result.new:
-                ttl_at = req.received_at + (req.ttl or default_ttl)
-                self.dispatcher.offer(Active(req, QUEUED, ttl_at=ttl_at))
 
     # ------------------------------------------------------------------ several instances (shared store)
     def _dispatch_recovered(self, items: list[Active]) -> None:
