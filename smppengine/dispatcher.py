@@ -154,8 +154,7 @@ class Dispatcher:
             await self._spilled.wait()
             await self.below(max(1, self.high_water // 2))
             gen = self._spill_gen
-            left: set[str] = set()
-            self._left_during_read = left
+            self._left_during_read = left = set[str]()
             try:
                 rows = await self.store.pending_page(self._cursor, page)
             finally:
