@@ -142,12 +142,6 @@ class Config:
     route: tuple[RouteConfig, ...] = ()
     compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
 
-    def smsc_by_name(self, name: str) -> SmscConfig | None:
-        for s in self.smsc:
-            if s.name == name:
-                return s
-        return None
-
 
 # --------------------------------------------------------------------------------------------------
 # Loading and validation
@@ -264,9 +258,6 @@ class _Table:
 
     def fail(self, name: str, reason: str) -> NoReturn:
         _fail(self.file, self.key(name), reason)
-
-    def has(self, name: str) -> bool:
-        return name in self.data
 
     def raw(self, name: str, default: Any) -> Any:
         return self.data.get(name, default)
