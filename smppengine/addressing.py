@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 TON_UNKNOWN, TON_INTERNATIONAL, TON_NATIONAL, TON_NETWORK, TON_SUBSCRIBER, TON_ALPHANUMERIC = 0, 1, 2, 3, 4, 5
 NPI_UNKNOWN, NPI_ISDN = 0, 1
 SHORT_CODE_MAX_DIGITS = 8
+
+# A sender (a request's "from", an SMSC's default_from, an entry of senders = [...]): one rule for all three.
+_NUMERIC_SENDER = re.compile(r"\+?[0-9]{1,20}")
+_ALNUM_SENDER = re.compile(r"[A-Za-z0-9 .\-_&]{1,11}")
+SENDER_RULE = "up to 11 characters of A-Z a-z 0-9 space . - _ &, or an optional '+' then 1-20 digits"
+
+
+def valid_sender(sender: str) -> bool:
+    """Digits (international number or short code) or up to 11 alphanumeric characters (not all blank): see
+    SENDER_RULE. ``address`` turns it into the source_addr TON/NPI."""
+    return bool(_NUMERIC_SENDER.fullmatch(sender) or (_ALNUM_SENDER.fullmatch(sender) and sender.strip()))
 
 
 def address(addr: str) -> tuple[str, int, int]:

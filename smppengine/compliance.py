@@ -112,7 +112,9 @@ class OptOutCache:
             scopes = self._by_number.get(normalise_number(to))
         except ValueError:
             return False
-        return bool(scopes) and (GLOBAL in scopes or normalise_scope(sender) in scopes)
+        if not scopes:
+            return False
+        return GLOBAL in scopes or normalise_scope(sender) in scopes
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_number.values())

@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from smppengine import tlvs as tlv_forms
+from smppengine.addressing import SENDER_RULE, valid_sender
+from smppengine.retry import RetryPolicy
 from smppengine.smpp.status import STATUS_NAMES, status_code
 
 
@@ -77,11 +79,9 @@ class LogConfig:
     format: str = "auto"              # auto, json, console
 
 
-@dataclass(frozen=True)
-class RetryConfig:
-    max_attempts: int = 5
-    backoff_initial: float = 1.0
-    backoff_max: float = 300.0
+# ``[retry]`` is the retry policy itself: built once, when the file is parsed (and again for a reloaded
+# file), and handed to the dispatcher as it is.
+RetryConfig = RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -142,12 +142,6 @@ class Config:
     route: tuple[RouteConfig, ...] = ()
     compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
 
-    def smsc_by_name(self, name: str) -> SmscConfig | None:
-        for s in self.smsc:
-            if s.name == name:
-                return s
-        return None
-
 
 # --------------------------------------------------------------------------------------------------
 # Loading and validation
@@ -182,8 +176,6 @@ OPTOUT_SCOPES = ("number", "global")
 _SECTIONS = (*_SECTION_KEYS, "smsc", "route")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_ALNUM_SENDER_RE = re.compile(r"[A-Za-z0-9]{1,11}")
-_NUMERIC_SENDER_RE = re.compile(r"\+?[0-9]{1,20}")
 _PREFIX_RE = re.compile(r"\+?[0-9]{0,20}")
 
 def _fail(file: str, key: str, reason: str) -> NoReturn:
@@ -266,9 +258,6 @@ class _Table:
 
     def fail(self, name: str, reason: str) -> NoReturn:
         _fail(self.file, self.key(name), reason)
-
-    def has(self, name: str) -> bool:
-        return name in self.data
 
     def raw(self, name: str, default: Any) -> Any:
         return self.data.get(name, default)
@@ -473,11 +462,8 @@ def _parse_smsc(file: str, index: int, data: Any) -> SmscConfig:
     if len(system_type) > _MAX_SYSTEM_TYPE:
         t.fail("system_type", f"at most {_MAX_SYSTEM_TYPE} characters (SMPP 3.4), got {len(system_type)}")
     default_from = t.get_str("default_from", "")
-    if default_from and not (
-        _ALNUM_SENDER_RE.fullmatch(default_from) or _NUMERIC_SENDER_RE.fullmatch(default_from)
-    ):
-        t.fail("default_from", "expected up to 11 letters/digits, or '+' and up to 20 digits, "
-               f"got {_show(default_from)}")
+    if default_from and not valid_sender(default_from):
+        t.fail("default_from", f"expected {SENDER_RULE}, got {_show(default_from)}")
     error_classes = t.raw("error_classes", {})
     if not isinstance(error_classes, dict):
         t.fail("error_classes", f"expected a table, got {_show(error_classes)}")
@@ -549,15 +535,12 @@ def _parse_route(file: str, index: int, data: Any, known: tuple[str, ...]) -> Ro
 
 def _parse_senders(t: _Table) -> tuple[str, ...]:
     """``senders = [...]``: sender IDs a request may use ("from", or the SMSC's default_from)."""
-    from smppengine.ingress import valid_sender
-
     v = t.raw("senders", [])
     if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
         t.fail("senders", f"expected an array of sender IDs, got {_show(v)}")
     for s in v:
         if not valid_sender(s):
-            t.fail("senders", f"{_show(s)} is not a valid sender: up to 11 characters of A-Z a-z 0-9 space "
-                   ". - _ &, or an optional '+' then 1-20 digits")
+            t.fail("senders", f"{_show(s)} is not a valid sender: {SENDER_RULE}")
     return tuple(v)
 
 
@@ -621,8 +604,8 @@ def parse_config(data: Mapping[str, Any], path: str = "<config>") -> Config:
     routes: list[RouteConfig] = []
     for i, table in enumerate(_array_of_tables(file, "route", data.get("route", []))):
         r = _parse_route(file, i, table, known)
-        for j, other in enumerate(routes):
-            if other.prefix == r.prefix:
+        for j, prior in enumerate(routes):
+            if prior.prefix == r.prefix:
                 _fail(file, f"route[{i}].prefix", f"duplicate prefix {_show(r.prefix)} (also route[{j}])")
         routes.append(r)
     if not routes:

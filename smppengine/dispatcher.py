@@ -1,8 +1,9 @@
 """The dispatcher: takes stored messages, routes them, sends their parts, applies the retry policy.
 
 A message is processed by one task at a time. Its parts go through one SMSC;
-a part that already has an SMSC message id is never sent again. Throttling and
-lost connections do not count as attempts; transient errors do.
+a part that already has an SMSC message id is never sent again. What counts as an
+attempt is decided by retry.attempt_outcome (throttling and lost connections do not;
+transient errors do).
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from . import compliance, logs, text, tlvs
 from .addressing import address, parse_schedule, relative_validity, schedule_time
 from .compliance import OptOutCache
 from .model import EXPIRED, FAILED, REJECTED, RETRYING, Request, error
-from .retry import RetryPolicy
+from .retry import CONNECTION_LOST, FINAL, GENERIC_NACK, RESEND, TIMEOUT, RetryPolicy, attempt_outcome
 from .router import NoRoute, Router
 from .smpp import pdu as P
 from .smpp.client import SmscClient
 from .smpp.session import ResponseTimeout, SessionClosed
-from .smpp.status import PERMANENT, THROTTLE, classify, status_name
+from .smpp.status import classify, status_name
 from .store import Active, Store
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-PartOutcome = tuple[str, dict[str, Any]] | None     # None = OK; else (class, error)
+PartOutcome = tuple[str, dict[str, Any]] | None     # None = OK; else (outcome, error): retry.attempt_outcome
 STOPPED = "stopped"                                  # not sent because the engine is shutting down
 
 
@@ -59,7 +60,10 @@ def _extra(client: SmscClient, req: Request) -> dict[str, Any]:
 
 class Dispatcher:
     def __init__(self, store: Store, clients: dict[str, SmscClient], router: Router, policy: RetryPolicy,
-                 max_in_flight: int = 2000, rng: random.Random | None = None, high_water: int = 20_000) -> None:
+                 max_in_flight: int = 2000, rng: random.Random | None = None, high_water: int = 20_000, *,
+                 metrics: Metrics | None = None, optouts: OptOutCache | None = None) -> None:
+        """``clients``: the engine's SMSC clients by name (a config reload replaces entries in this dict);
+        ``optouts``: the opt-out list kept in step by optout_runtime.py (None: no opt-out check)."""
         self.store = store
         self.clients = clients
         self.router = router
@@ -75,8 +79,8 @@ class Dispatcher:
         self._wake_below = 0            # _drained is set when a message finishes with the backlog under this
         self.active = 0
         self.submitted_ok = 0
-        self.metrics: Metrics | None = None       # set by the engine
-        self.optouts: OptOutCache | None = None   # set by the engine (optout_runtime.py)
+        self.metrics = metrics
+        self.optouts = optouts
         # memory bound: at most `high_water` messages are held here; the rest of a backlog stays in the
         # store ("spilled") and is paged back in arrival order once the backlog is under half of it
         self.high_water = high_water
@@ -88,6 +92,17 @@ class Dispatcher:
         # ids that stopped being held here while a page was being read: the page's snapshot may predate their
         # commit (a submit's resp, a final state) and show them still queued; paging them in would send again
         self._left_during_read: set[str] | None = None
+
+    def reconfigure(self, router: Router | None = None, policy: RetryPolicy | None = None) -> None:
+        """A config reload: new routes and/or retry policy, applied to the next attempt of every message."""
+        if router is not None:
+            self.router = router
+        if policy is not None:
+            self.policy = policy
+
+    def halt(self) -> None:
+        """Shutdown: nothing new leaves; what is in flight gets its resp (bounded by :meth:`drain`)."""
+        self.stopping = True
 
     @property
     def backlog(self) -> int:
@@ -274,7 +289,7 @@ class Dispatcher:
             return                  # done, or parts left unsent by a shutdown: resumed at the next start
         if one:                     # the failed attempt counts (and the part row exists) before what follows
             await self.store.begin_attempt(req.id, client.name, 1, None)
-        permanent = [e for cls, e in failures if cls == PERMANENT]
+        permanent = [e for cls, e in failures if attempt_outcome(cls) == FINAL]
         if permanent:
             await self.store.finish(req.id, REJECTED, permanent[0])
             return
@@ -345,19 +360,20 @@ class Dispatcher:
             except SessionClosed as exc:
                 if self.stopping:
                     return STOPPED, {}
-                # the connection went away with the submit in flight: resend on the next bind (not an attempt)
-                if time.time() > a.ttl_at:
-                    return "transient", error("timeout", None, f"connection lost: {exc}")
+                # the connection went away with the submit in flight: resent on the next bind (within the ttl)
+                lost = CONNECTION_LOST, error("timeout", None, f"connection lost: {exc}")
+                if attempt_outcome(CONNECTION_LOST) != RESEND or time.time() > a.ttl_at:
+                    return lost
                 client = self.clients.get(client.name, client)   # rebound by a config reload: use the new one
                 try:
                     await asyncio.wait_for(client.up.wait(), timeout=max(0.1, a.ttl_at - time.time()))
                 except TimeoutError:
-                    return "transient", error("timeout", None, f"connection lost: {exc}")
+                    return lost
                 continue
             except ResponseTimeout as exc:
-                return "transient", error("timeout", None, str(exc))
+                return TIMEOUT, error("timeout", None, str(exc))
             if resp.command == "generic_nack":
-                return "transient", error(status_name(resp.status), resp.status, "generic_nack for submit_sm")
+                return GENERIC_NACK, error(status_name(resp.status), resp.status, "generic_nack for submit_sm")
             status = resp.status
             client.on_result(status)
             if status == 0:
@@ -374,7 +390,7 @@ class Dispatcher:
                     log.debug("part_submitted", msg_id=req.id, smsc=client.name, part=idx, smsc_message_id=smsc_id)
                 return None
             cls = classify(status, client.cfg.error_classes)
-            if cls == THROTTLE:
+            if attempt_outcome(cls) == RESEND:      # throttled: the client paused; the part waits its turn
                 continue
             name = status_name(status)
             log.info("submit_refused", msg_id=req.id, smsc=client.name, part=idx, command_status=status,

@@ -1,45 +1,40 @@
-"""Wiring: MQTT intake → store (group commit, then PUBACK) → dispatcher → SMSC clients;
-deliver_sm → receipts / MO → store (commit, then deliver_sm_resp) → outbox publisher."""
+"""Wiring and lifecycle: MQTT intake → store (group commit, then PUBACK) → dispatcher → SMSC clients;
+deliver_sm → deliver.py (receipt / MO) → store (commit, then deliver_sm_resp) → outbox publisher.
+
+The engine builds its parts, each given what it needs in its constructor, starts and stops them, and
+applies a reload. The narrow view http.py and metrics.py read (view.EngineView) is its properties."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import time
-from collections.abc import Coroutine
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
-from . import text
+from .compliance import OptOutCache
 from .config import Config, SmscConfig
+from .deliver import Deliveries
+from .dispatcher import Dispatcher
 from .http import serve as serve_http
-from .ingress import parse_request
+from .intake import Intake
 from .metrics import Metrics
-from .model import QUEUED, RETRYING, Rejection, Request
-from .mqtt import Incoming, MqttLink
+from .model import RETRYING
+from .mqtt import MqttLink
 from .optout_runtime import OptOutRuntime
 from .publisher import Publisher
-from .receipts import Receipt, is_receipt, parse_receipt
 from .reload import ReloadPlan, effective, plan
-from .retry import RetryPolicy
 from .router import Router
-from .smpp import pdu as P
 from .smpp.client import SmscClient
-from .smpp.session import Session
 from .store import Active, Store, StoreError, open_store
-from .tlvs import event_tlvs
 
 log = structlog.get_logger(__name__)
 
 # Messages the dispatcher holds in memory (queued, in flight, waiting for a retry); beyond that a backlog
 # stays in the store and is paged back in arrival order (bounds memory: about 2 KB each).
 BACKLOG_HIGH_WATER = 20_000
-# Requests parsed and committed per accept. Those received beyond it wait as they came (~0.3 KB each with
-# a small payload; parsing adds ~0.45 KB, more with long text or meta): with a Receive Maximum of 65,535
-# the broker may send that many at once, e.g. a backlog at connect.
-INTAKE_BATCH = 5_000
 
 
 class Engine:
@@ -47,28 +42,24 @@ class Engine:
         self.config = config
         self.store: Store = open_store(config.engine.store, config.mqtt.topic_prefix, config.engine.instance,
                                        config.engine.lease_s)
-        self.metrics = Metrics()
-        self.clients = {s.name: self._new_client(s) for s in config.smsc}
-        self.router = Router(config.route, [s.name for s in config.smsc])
-        r = config.retry
-        from .dispatcher import Dispatcher
-
-        self.dispatcher = Dispatcher(self.store, self.clients, self.router,
-                                     RetryPolicy(r.max_attempts, r.backoff_initial, r.backoff_max),
-                                     high_water=BACKLOG_HIGH_WATER)
-        self.dispatcher.metrics = self.metrics
-        self.optouts = OptOutRuntime(self.store, self.dispatcher)    # compliance: opt-out cache + replies
-        self.dispatcher.optouts = self.optouts.cache
-        self.metrics.attach(self)
-        self.link = MqttLink(config.mqtt, config.engine.instance, self._on_request)
-        self.publisher = Publisher(self.store, self.link)
-        self._intake: list[tuple[Incoming, float]] = []       # received, not yet committed: (message, time)
-        self._intake_wake = asyncio.Event()
-        self._accepting = True
-        self._tasks: list[asyncio.Task[Any]] = []
-        self.ready = asyncio.Event()
         self.counters: dict[str, int] = {"requests": 0, "duplicates": 0, "receipts": 0, "receipts_held": 0,
                                          "receipts_unparsable": 0, "mo": 0}
+        self.metrics = Metrics(live=self)           # the live gauges read this engine's view at scrape time
+        self.clients: dict[str, SmscClient] = {}    # shared with the dispatcher and deliveries; a reload updates it
+        self.router = Router(config.route, [s.name for s in config.smsc])
+        optout_cache = OptOutCache()                # compliance: the dispatcher reads it, optouts keeps it
+        self.dispatcher = Dispatcher(self.store, self.clients, self.router, config.retry,
+                                     high_water=BACKLOG_HIGH_WATER, metrics=self.metrics, optouts=optout_cache)
+        self.optouts = OptOutRuntime(self.store, optout_cache, self.dispatcher.enqueue)
+        self.deliveries = Deliveries(self.store, self.clients, self.metrics, self.optouts, lambda: self.config,
+                                     self.counters)
+        self.clients.update((s.name, self._new_client(s)) for s in config.smsc)
+        self.intake = Intake(self.store, self.dispatcher.offer, self.metrics, lambda: self.config.engine.default_ttl,
+                             self.counters)
+        self.link = MqttLink(config.mqtt, config.engine.instance, self.intake.on_request)
+        self.publisher = Publisher(self.store, self.link)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.ready = asyncio.Event()
         self.http_server: asyncio.Server | None = None
         self.stats_interval = 5.0          # seconds between refreshes of the store's queue-depth gauges
         self._reload_lock = asyncio.Lock()
@@ -79,10 +70,10 @@ class Engine:
         n = self.config.engine.instances
         return cfg if n <= 1 else dataclasses.replace(cfg, tps=cfg.tps / n)
 
-    def _new_client(self, cfg: SmscConfig) -> SmscClient:
-        client = SmscClient(self._share(cfg), self._on_deliver)
-        client.metrics = self.metrics
-        return client
+    def _new_client(self, cfg: SmscConfig, replaces: SmscClient | None = None) -> SmscClient:
+        return SmscClient(self._share(cfg), self.deliveries.on_deliver, metrics=self.metrics,
+                          reconnects=replaces.reconnects if replaces else 0,
+                          throttle_pauses=replaces.throttle_pauses if replaces else 0)
 
     @property
     def http_address(self) -> tuple[str, int] | None:
@@ -111,7 +102,7 @@ class Engine:
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self.dispatcher.refill(), name="refill"),
-            asyncio.create_task(self._intake_loop(), name="intake"),
+            asyncio.create_task(self.intake.run(self.link.ack), name="intake"),
             asyncio.create_task(self.link.run(), name="mqtt"),
             asyncio.create_task(self.publisher.run(), name="publisher"),
             asyncio.create_task(self._stats_loop(), name="stats"),
@@ -121,7 +112,7 @@ class Engine:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
             self._tasks.append(asyncio.create_task(self._lease_loop(), name="lease"))
         if self.config.http.address is not None:
-            self.http_server = await serve_http(self, *self.config.http.address)
+            self.http_server = await serve_http(self, self.metrics.scrape, *self.config.http.address)
         await self.link.connected.wait()
         self.ready.set()
         log.info("engine_ready", instance=self.config.engine.instance, smsc=list(self.clients),
@@ -130,10 +121,10 @@ class Engine:
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking requests, let in-flight submits finish (bounded), unbind, flush events, go offline."""
         log.info("engine_stopping")
-        self._accepting = False
+        self.intake.close()
         if self.http_server is not None:
             self.http_server.close()
-        self.dispatcher.stopping = True       # nothing new leaves; what is in flight gets its resp (bounded)
+        self.dispatcher.halt()                # nothing new leaves; what is in flight gets its resp (bounded)
         for c in self.clients.values():
             c.halt()
         await self.dispatcher.drain(grace)
@@ -152,137 +143,6 @@ class Engine:
                 log.warning("lease_release_failed", error=str(exc))
         await self.store.close()
         log.info("engine_stopped")
-
-    # ------------------------------------------------------------------ requests
-    def _on_request(self, msg: Incoming) -> None:
-        if not self._accepting:
-            return              # not acknowledged: the broker keeps it for the next run
-        self._intake.append((msg, time.time()))
-        self._intake_wake.set()
-
-    async def _intake_loop(self) -> None:
-        while True:
-            await self._intake_wake.wait()
-            self._intake_wake.clear()
-            default_ttl = self.config.engine.default_ttl       # read per batch: a reload may change it
-            if len(self._intake) > INTAKE_BATCH:
-                received, self._intake = self._intake[:INTAKE_BATCH], self._intake[INTAKE_BATCH:]
-                self._intake_wake.set()                          # the rest in the next commit
-            else:
-                received, self._intake = self._intake, []
-            if not received:
-                continue
-            batch = [(parse_request(msg.payload, at), msg) for msg, at in received]
-            requests = [r for r, _ in batch if isinstance(r, Request)]
-            rejections = [r for r, _ in batch if isinstance(r, Rejection)]
-            try:
-                result = await self.store.accept(requests, rejections, default_ttl)
-            except StoreError as exc:
-                # nothing acknowledged: the broker keeps the requests; try again shortly
-                log.error("requests_not_committed", error=str(exc), count=len(batch))
-                self._intake = received + self._intake
-                await asyncio.sleep(1.0)
-                self._intake_wake.set()
-                continue
-            self.link.ack([msg for _, msg in batch])
-            self.counters["requests"] += len(batch)
-            self.counters["duplicates"] += len(result.duplicates)
-            self.metrics.requests.labels("accepted").inc(len(result.new))
-            self.metrics.requests.labels("duplicate").inc(len(result.duplicates))
-            self.metrics.requests.labels("rejected").inc(len(rejections))
-            for dup in result.duplicates:
-                log.info("duplicate_request", msg_id=dup)
-            for rej in rejections:
-                log.info("request_rejected", msg_id=rej.id, error=rej.detail)
-            for req in result.new:
-                ttl_at = req.received_at + (req.ttl or default_ttl)
-                self.dispatcher.offer(Active(req, QUEUED, ttl_at=ttl_at))
-
-    # ------------------------------------------------------------------ deliver_sm
-    def _on_deliver(self, session: Session, pdu: P.Pdu) -> int | asyncio.Future[Any] | Coroutine[Any, Any, int]:
-        """A deliver_sm: a receipt is correlated through the store (a future: the session answers once it is
-        committed); an MO is stored by :meth:`_on_mo`."""
-        params = pdu.params
-        smsc = session.smsc
-        esm = int(params.get("esm_class", 0))
-        if not is_receipt(esm, params):
-            return self._on_mo(session, pdu)
-        try:
-            receipt = parse_receipt(params.get("short_message", b"") or b"", params)
-        except ValueError as exc:
-            self.counters["receipts_unparsable"] += 1
-            self.metrics.receipt(smsc.name, "", "", "unparsable")
-            log.warning("receipt_unparsable", smsc=smsc.name, session=session.id, seq=pdu.seq, error=str(exc))
-            return 0
-        client = self.clients.get(smsc.name)
-        if client is not None and not client.resp_known(receipt.message_id):
-            return self._receipt_after_resp(client, smsc.name, receipt)   # it overtook its resp: wait for it
-        return self._store_receipt(smsc.name, receipt)
-
-    def _receipt_after_resp(self, client: SmscClient, smsc: str, receipt: Receipt) -> asyncio.Future[str]:
-        """Store the receipt once its resp was handled; callbacks, not a task (the usual receipt on a busy
-        bind arrives in the same read as its resp, before the sender has stored that resp)."""
-        out: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-        def stored(fut: asyncio.Future[str]) -> None:
-            if out.done():
-                return
-            if fut.cancelled():
-                out.cancel()
-            elif (exc := fut.exception()) is not None:
-                out.set_exception(exc)
-            else:
-                out.set_result(fut.result())
-
-        def seen(_: asyncio.Future[None]) -> None:
-            if not out.done():
-                self._store_receipt(smsc, receipt).add_done_callback(stored)
-
-        client.resp_seen(receipt.message_id).add_done_callback(seen)
-        return out
-
-    def _store_receipt(self, smsc: str, receipt: Receipt) -> asyncio.Future[str]:
-        fut = self.store.receipt_nowait(smsc, receipt)
-        fut.add_done_callback(functools.partial(self._receipt_stored, smsc, receipt))
-        return fut
-
-    def _receipt_stored(self, smsc: str, receipt: Receipt, fut: asyncio.Future[str]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            return                          # the session answers ESME_RSYSERR and logs it
-        outcome = fut.result()
-        self.counters["receipts"] += 1
-        self.metrics.receipt(smsc, receipt.message_id, receipt.stat, outcome)
-        if outcome == "held":
-            self.counters["receipts_held"] += 1
-            log.info("receipt_held", smsc=smsc, smsc_message_id=receipt.message_id, stat=receipt.stat)
-        elif outcome == "late":
-            log.info("receipt_late", smsc=smsc, smsc_message_id=receipt.message_id, stat=receipt.stat)
-
-    async def _on_mo(self, session: Session, pdu: P.Pdu) -> int:
-        params = pdu.params
-        smsc = session.smsc
-        esm = int(params.get("esm_class", 0))
-        data = params.get("short_message") or params.get("message_payload") or b""
-        concat: tuple[int, int, int] | None = None
-        if esm & 0x40:
-            info, data = text.split_udh(data)
-            if info is not None:
-                concat = (info.ref, info.total, info.seq)
-        elif "sar_msg_ref_num" in params and "sar_total_segments" in params:
-            concat = (int(params["sar_msg_ref_num"]), int(params["sar_total_segments"]),
-                      int(params.get("sar_segment_seqnum", 1)))
-        if concat is not None and concat[1] <= 1:
-            concat = None
-        msg = await self.store.mo(smsc.name, str(params.get("source_addr", "")),
-                                  str(params.get("destination_addr", "")), data, int(params.get("data_coding", 0)),
-                                  concat, smsc.default_alphabet, self.config.compliance,
-                                  tlvs=event_tlvs(params))
-        self.counters["mo"] += 1
-        self.metrics.mo.labels(smsc.name).inc()
-        if msg is not None:
-            log.info("mo_received", smsc=smsc.name, session=session.id, mo_id=msg["id"])
-            await self.optouts.on_mo(msg, self.config.compliance, self.config.engine.default_ttl)
-        return 0
 
     # ------------------------------------------------------------------ several instances (shared store)
     def _dispatch_recovered(self, items: list[Active]) -> None:
@@ -334,10 +194,46 @@ class Engine:
 
     def status_line(self) -> str:
         """One line for systemd's STATUS= (``systemctl status``)."""
-        binds = ", ".join(f"{n} {c.bound_sessions}/{c.cfg.binds * (1 if c.cfg.bind == 'transceiver' else 2)}"
-                          for n, c in self.clients.items())
-        mqtt = "connected" if self.link.connected.is_set() else "DISCONNECTED"
-        return f"bound: {binds}; backlog {self.dispatcher.backlog}; mqtt {mqtt}"
+        binds = ", ".join(f"{n} {c.bound_sessions}/{c.configured_sessions}" for n, c in self.clients.items())
+        mqtt = "connected" if self.mqtt_connected else "DISCONNECTED"
+        return f"bound: {binds}; backlog {self.backlog}; mqtt {mqtt}"
+
+    # ------------------------------------------------------------------ the view http.py and metrics.py read
+    @property
+    def instance(self) -> str:
+        return self.config.engine.instance
+
+    @property
+    def mqtt_url(self) -> str:
+        return self.config.mqtt.url
+
+    @property
+    def mqtt_connected(self) -> bool:
+        return self.link.connected.is_set()
+
+    @property
+    def mqtt_reconnects(self) -> int:
+        return self.link.reconnects
+
+    @property
+    def broker_dropped(self) -> int | None:
+        return self.link.broker_dropped
+
+    @property
+    def smscs(self) -> Mapping[str, SmscClient]:
+        return self.clients
+
+    @property
+    def backlog(self) -> int:
+        return self.dispatcher.backlog
+
+    @property
+    def events_published(self) -> int:
+        return self.publisher.published
+
+    @property
+    def store_failed(self) -> bool:
+        return bool(getattr(self.store, "failed", False))
 
     # ------------------------------------------------------------------ reload (SIGHUP)
     async def reload(self, new: Config) -> ReloadPlan:
@@ -347,26 +243,22 @@ class Engine:
             p = plan(self.config, new)
             self.config = effective(self.config, new)
             for s in p.update:
-                client = self.clients[s.name]
-                client.cfg = self._share(s)
-                client.set_tps(client.cfg.tps)
+                self.clients[s.name].reconfigure(self._share(s))
             retired: list[SmscClient] = []
             for s in p.add + p.rebind:
                 old = self.clients.get(s.name)
-                client = self._new_client(s)
+                client = self._new_client(s, replaces=old)
                 if old is not None:
-                    client.reconnects, client.throttle_pauses = old.reconnects, old.throttle_pauses
                     retired.append(old)
-                self.clients[s.name] = client          # the dispatcher shares this dict
+                self.clients[s.name] = client          # the dispatcher and deliveries share this dict
                 client.start()
             for name in p.remove:
                 retired.append(self.clients.pop(name))
             if p.routes:
                 self.router = Router(self.config.route, [s.name for s in self.config.smsc])
-                self.dispatcher.router = self.router
-            if p.retry:
-                r = self.config.retry
-                self.dispatcher.policy = RetryPolicy(r.max_attempts, r.backoff_initial, r.backoff_max)
+            # the retry policy was built when the file was parsed (config.retry is a RetryPolicy)
+            self.dispatcher.reconfigure(router=self.router if p.routes else None,
+                                        policy=self.config.retry if p.retry else None)
             # old clients finish what they have in flight (bounded), then unbind
             await asyncio.gather(*(c.retire(c.cfg.response_timeout_s) for c in retired))
             log.info("config_reloaded", path=new.path, **p.summary())
@@ -374,14 +266,3 @@ class Engine:
                 log.warning("config_reload_restart_needed", keys=list(p.restart_needed))
             return p
 
-
-async def run_engine(config: Config, stop: asyncio.Event) -> None:
-    """Run until `stop` is set, then shut down cleanly."""
-    engine = Engine(config)
-    try:
-        await engine.start()
-    except StoreError as exc:
-        log.error("engine_start_failed", error=str(exc))
-        raise
-    await stop.wait()
-    await engine.stop()

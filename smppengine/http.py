@@ -8,14 +8,14 @@ engine's event-loop state safely. HTTP/1.0-style: one request per connection.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
-if TYPE_CHECKING:
-    from .engine import Engine
+from .view import EngineView
 
 log = structlog.get_logger(__name__)
 
@@ -23,23 +23,24 @@ MAX_HEADER_BYTES = 8192
 READ_TIMEOUT_S = 5.0
 
 
-def health(engine: Engine) -> tuple[bool, dict[str, Any]]:
+def health(engine: EngineView) -> tuple[bool, dict[str, Any]]:
     """(healthy, document): healthy when MQTT is connected and every SMSC has at least one bind up."""
     reasons: list[str] = []
-    if not engine.link.connected.is_set():
-        reasons.append(f"mqtt not connected ({engine.config.mqtt.url})")
+    connected = engine.mqtt_connected
+    if not connected:
+        reasons.append(f"mqtt not connected ({engine.mqtt_url})")
     smsc: dict[str, Any] = {}
-    for name, c in engine.clients.items():
+    for name, c in engine.smscs.items():
         bound = c.bound_sessions
-        smsc[name] = {"bound": bound, "configured": c.cfg.binds * (1 if c.cfg.bind == "transceiver" else 2)}
+        smsc[name] = {"bound": bound, "configured": c.configured_sessions}
         if bound == 0:
             reasons.append(f"smsc {name}: no session bound")
-    if getattr(engine.store, "failed", False):
+    if engine.store_failed:
         reasons.append("store: the last commit failed")
     ok = not reasons
     doc: dict[str, Any] = {
-        "status": "ok" if ok else "unhealthy", "instance": engine.config.engine.instance,
-        "mqtt": engine.link.connected.is_set(), "smsc": smsc, "backlog": engine.dispatcher.backlog,
+        "status": "ok" if ok else "unhealthy", "instance": engine.instance,
+        "mqtt": connected, "smsc": smsc, "backlog": engine.backlog,
     }
     if reasons:
         doc["reasons"] = reasons
@@ -52,12 +53,13 @@ def _response(status: str, body: bytes, content_type: str) -> bytes:
     return head.encode() + body
 
 
-def route(engine: Engine, method: str, path: str) -> bytes:
+def route(engine: EngineView, scrape: Callable[[], bytes], method: str, path: str) -> bytes:
+    """The response to one request: ``scrape`` renders /metrics (Metrics.scrape)."""
     path = path.split("?", 1)[0]
     if method not in ("GET", "HEAD"):
         return _response("405 Method Not Allowed", b"only GET\n", "text/plain")
     if path == "/metrics":
-        return _response("200 OK", engine.metrics.scrape(), CONTENT_TYPE_LATEST)
+        return _response("200 OK", scrape(), CONTENT_TYPE_LATEST)
     if path == "/healthz":
         ok, doc = health(engine)
         return _response("200 OK" if ok else "503 Service Unavailable", orjson.dumps(doc) + b"\n",
@@ -65,7 +67,7 @@ def route(engine: Engine, method: str, path: str) -> bytes:
     return _response("404 Not Found", b"try /metrics or /healthz\n", "text/plain")
 
 
-async def serve(engine: Engine, host: str, port: int) -> asyncio.Server:
+async def serve(engine: EngineView, scrape: Callable[[], bytes], host: str, port: int) -> asyncio.Server:
     """Start serving; the caller closes the returned server."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -75,7 +77,7 @@ async def serve(engine: Engine, host: str, port: int) -> asyncio.Server:
             if len(parts) != 3:
                 writer.write(_response("400 Bad Request", b"bad request line\n", "text/plain"))
             else:
-                out = route(engine, parts[0], parts[1])
+                out = route(engine, scrape, parts[0], parts[1])
                 if parts[0] == "HEAD":
                     out = out.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
                 writer.write(out)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from . import text, tlvs
-from .addressing import parse_schedule
+from .addressing import SENDER_RULE, parse_schedule, valid_sender
 from .compliance import CONFIRM_PREFIX
 from .model import Rejection, Request
 
@@ -18,15 +18,8 @@ MAX_PAYLOAD = 64 * 1024
 MAX_META = 4 * 1024
 _ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 _TO = re.compile(r"\+?[0-9]{1,20}")
-_NUMERIC_FROM = re.compile(r"\+?[0-9]{1,20}")
-_ALNUM_FROM = re.compile(r"[A-Za-z0-9 .\-_&]{1,11}")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 _CARRIER_FIELDS = frozenset({"binary", "udh", "ports", "flash", "schedule", "tlvs"})
-
-
-def valid_sender(sender: str) -> bool:
-    """Digits (international number or short code) or up to 11 alphanumeric characters."""
-    return bool(_NUMERIC_FROM.fullmatch(sender) or (_ALNUM_FROM.fullmatch(sender) and sender.strip()))
 
 
 def _positive_int(value: Any) -> bool:
@@ -78,7 +71,7 @@ def parse_request(payload: bytes, now: float | None = None) -> Request | Rejecti
         return reject("text: expected a non-empty string")
     sender = doc.get("from")
     if sender is not None and (not isinstance(sender, str) or not valid_sender(sender)):
-        return reject("from: expected up to 11 alphanumeric characters or an optional '+' then 1-20 digits")
+        return reject(f"from: expected {SENDER_RULE}")
     encoding = doc.get("encoding", "auto")
     if encoding not in text.ENCODINGS:
         return reject(f"encoding: expected one of {', '.join(text.ENCODINGS)}")

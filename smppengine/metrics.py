@@ -5,8 +5,8 @@ several engines in one process (the tests do this) never collide, and ``/metrics
 engine. Three kinds of values:
 
 * counters and histograms bumped where things happen (dispatcher, SMSC client, engine);
-* live gauges read from the engine's objects at scrape time (binds, windows, rates, backlog) by a
-  custom collector, so nothing has to keep them up to date;
+* live gauges read at scrape time (binds, windows, rates, backlog) from the engine's narrow view
+  (view.EngineView) by a custom collector, so nothing has to keep them up to date;
 * the store's queue depth, refreshed every few seconds by the engine (too slow for every scrape).
 """
 
@@ -15,16 +15,14 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .receipts import FINAL_STATE, receipt_id_keys
 from .smpp.status import status_name
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .view import EngineView
 
 # publish → submit_sm_resp OK: from milliseconds (idle engine) to minutes (throttled, retried)
 SUBMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
@@ -35,7 +33,8 @@ LATENCY_MEMORY = 200_000     # SMSC message id keys remembered for the receipt l
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, live: EngineView | None = None) -> None:
+        """``live``: what the live gauges read at scrape time (the engine; None: no live gauges)."""
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.requests = Counter("smppengine_requests", "Requests committed from MQTT, by result",
@@ -63,11 +62,8 @@ class Metrics:
         self._sent_at: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._queue_labels: set[tuple[str, str]] = set()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self._engine: Engine | None = None
+        self._live = live
         r.register(_LiveCollector(self))
-
-    def attach(self, engine: Engine) -> None:
-        self._engine = engine
 
     def scrape(self) -> bytes:
         return generate_latest(self.registry)
@@ -145,7 +141,7 @@ class _LiveCollector:
         self.m = metrics
 
     def collect(self) -> Iterator[Metric]:
-        engine = self.m._engine
+        engine = self.m._live
         if engine is None:
             return
         bound = GaugeMetricFamily("smppengine_sessions_bound", "SMPP sessions bound", labels=["smsc"])
@@ -166,10 +162,9 @@ class _LiveCollector:
                                      "ESME_RMSGQFUL) that paused the SMSC", labels=["smsc"])
         reconnects = CounterMetricFamily("smppengine_reconnects", "Sessions lost and reconnected", labels=["smsc"])
         mono = time.monotonic()
-        for name, c in engine.clients.items():
-            modes = 1 if c.cfg.bind == "transceiver" else 2
+        for name, c in engine.smscs.items():
             bound.add_metric([name], c.bound_sessions)
-            wanted.add_metric([name], c.cfg.binds * modes)
+            wanted.add_metric([name], c.configured_sessions)
             for s in c.sessions:
                 if s.can_submit:
                     window.add_metric([name, s.id], s.reserved)
@@ -182,13 +177,14 @@ class _LiveCollector:
             reconnects.add_metric([name], c.reconnects)
         yield from (bound, wanted, window, size, tps_cfg, tps_allowed, tps_now, paused, pauses, reconnects)
         yield GaugeMetricFamily("smppengine_dispatcher_backlog", "Messages queued, being sent or waiting for a "
-                                "retry in the dispatcher", value=engine.dispatcher.backlog)
+                                "retry in the dispatcher", value=engine.backlog)
         yield GaugeMetricFamily("smppengine_mqtt_connected", "1 while connected to the MQTT broker",
-                                value=1.0 if engine.link.connected.is_set() else 0.0)
-        yield CounterMetricFamily("smppengine_mqtt_reconnects", "MQTT connections lost", value=engine.link.reconnects)
-        if engine.link.broker_dropped is not None:
+                                value=1.0 if engine.mqtt_connected else 0.0)
+        yield CounterMetricFamily("smppengine_mqtt_reconnects", "MQTT connections lost", value=engine.mqtt_reconnects)
+        dropped = engine.broker_dropped
+        if dropped is not None:
             yield GaugeMetricFamily("smppengine_mqtt_broker_dropped", "QoS 1/2 messages the broker says it dropped "
                                     "since it started, all clients ($SYS/broker/publish/messages/dropped; "
-                                    "Mosquitto, every sys_interval)", value=engine.link.broker_dropped)
+                                    "Mosquitto, every sys_interval)", value=dropped)
         yield CounterMetricFamily("smppengine_events_published", "Status and MO events published (PUBACKed)",
-                                  value=engine.publisher.published)
+                                  value=engine.events_published)

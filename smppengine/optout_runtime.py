@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -23,17 +24,17 @@ from .config import ComplianceConfig
 from .model import QUEUED, Request
 from .store import Active, Store, StoreError
 
-if TYPE_CHECKING:
-    from .dispatcher import Dispatcher
-
 log = structlog.get_logger(__name__)
 
 
 class OptOutRuntime:
-    def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
+    """``cache``: the list the dispatcher consults (kept in step here); ``enqueue``: how a confirmation reply,
+    once committed, is handed to the dispatcher (Dispatcher.enqueue)."""
+
+    def __init__(self, store: Store, cache: OptOutCache, enqueue: Callable[[Active], None]) -> None:
         self.store = store
-        self.dispatcher = dispatcher
-        self.cache = OptOutCache()
+        self.cache = cache
+        self._enqueue = enqueue
         self.version: int | None = None
         self.confirmations = 0
 
@@ -75,4 +76,4 @@ class OptOutRuntime:
         for new in result.new:
             self.confirmations += 1
             log.info("optout_confirm_queued", msg_id=new.id, mo_id=msg["id"])
-            self.dispatcher.enqueue(Active(new, QUEUED, ttl_at=new.received_at + default_ttl))
+            self._enqueue(Active(new, QUEUED, ttl_at=new.received_at + default_ttl))

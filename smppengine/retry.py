@@ -1,4 +1,5 @@
-"""Retry and reconnect backoff: pure functions of the attempt count and an injected RNG."""
+"""Retry and reconnect backoff, and what counts as an attempt: pure functions of the attempt count, of a
+submit's outcome and of an injected RNG."""
 
 from __future__ import annotations
 
@@ -49,6 +50,35 @@ class RetryPolicy:
     def exhausted(self, attempt: int) -> bool:
         """True when ``attempt`` attempts have been made and no more are allowed."""
         return attempt >= self.max_attempts
+
+
+# ------------------------------------------------------------------ what counts as an attempt
+# How one submit_sm of a part ended (besides OK): the class of its command_status (smpp/status.py: throttle,
+# transient, permanent), or one of these.
+CONNECTION_LOST = "connection_lost"    # the connection went away before the resp came
+TIMEOUT = "timeout"                    # no resp within the SMSC's response_timeout_s
+GENERIC_NACK = "generic_nack"          # the SMSC could not read the submit_sm
+
+# What that outcome means for the message
+RESEND = "resend"      # send the part again at once (when the SMSC can take it): not an attempt
+COUNTED = "counted"    # the attempt failed and counts: the RetryPolicy decides between a retry and ``failed``
+FINAL = "final"        # the SMSC refused for good: ``rejected``, no retry
+
+_ATTEMPT_RULE = {
+    "throttle": RESEND,        # the SMSC asked to slow down; the client pauses, the part waits its turn
+    CONNECTION_LOST: RESEND,   # not the message's fault; sent again on the next bind (within the ttl)
+    TIMEOUT: COUNTED,          # the SMSC may have taken it: counted, so a message that hangs one ends
+    GENERIC_NACK: COUNTED,
+    "transient": COUNTED,
+    "permanent": FINAL,
+}
+
+
+def attempt_outcome(outcome: str) -> str:
+    """What the outcome of one submit_sm (``outcome``: a status class or one of CONNECTION_LOST, TIMEOUT,
+    GENERIC_NACK) means for its message: RESEND (not an attempt), COUNTED or FINAL. The one place that says
+    what counts as an attempt; an unknown outcome counts (a wrong "counted" costs a few bounded retries)."""
+    return _ATTEMPT_RULE.get(outcome, COUNTED)
 
 
 RECONNECT_INITIAL = 1.0

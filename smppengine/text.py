@@ -46,7 +46,6 @@ __all__ = [
     "MessageTooLongError",
     "PartSpec",
     "PartsInfo",
-    "Reassembler",
     "Segments",
     "TextEncodingError",
     "build_binary_parts",
@@ -538,62 +537,6 @@ def split_udh(short_message: bytes) -> tuple[ConcatInfo | None, bytes]:
         if total >= 1 and 1 <= seq <= total:
             info = ConcatInfo(ref, total, seq)
     return info, sm[end:]
-
-
-class Reassembler:
-    """MO concatenation: collects parts keyed by (key, ref, total); returns the joined text when the last
-    part arrives. Bounded: entries older than max_age_s (default 600) or beyond max_entries are dropped.
-
-    ``key`` is typically (smsc name, source address). A repeated part replaces the earlier copy.
-    """
-
-    def __init__(self, max_age_s: float = 600.0, max_entries: int = 10000) -> None:
-        self.max_age_s = max_age_s
-        self.max_entries = max(1, max_entries)
-        # (key, ref, total) → (time of the first part, seq → text); insertion order = age order
-        self._pending: OrderedDict[tuple[tuple[str, str], int, int], tuple[float, dict[int, str]]] = (
-            OrderedDict()
-        )
-        self.dropped = 0  # incomplete messages dropped (expired or evicted)
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    def expire(self, now: float) -> int:
-        """Drop entries whose first part is older than max_age_s; returns how many were dropped."""
-        pending = self._pending
-        n = 0
-        limit = now - self.max_age_s
-        while pending:
-            first = next(iter(pending.values()))
-            if first[0] >= limit:
-                break
-            pending.popitem(last=False)
-            n += 1
-        self.dropped += n
-        return n
-
-    def add(self, key: tuple[str, str], info: ConcatInfo, text: str, now: float) -> str | None:
-        """Store one part; the whole text when this part completes the message, else None."""
-        if info.total <= 1:
-            return text if info.total == 1 and info.seq == 1 else None
-        if not 1 <= info.seq <= info.total:
-            return None
-        self.expire(now)
-        k = (key, info.ref, info.total)
-        entry = self._pending.get(k)
-        if entry is None:
-            entry = (now, {})
-            self._pending[k] = entry
-            if len(self._pending) > self.max_entries:
-                self._pending.popitem(last=False)
-                self.dropped += 1
-        parts = entry[1]
-        parts[info.seq] = text
-        if len(parts) < info.total:
-            return None
-        del self._pending[k]
-        return "".join(parts[i] for i in range(1, info.total + 1))
 
 
 # ------------------------------------------------------------------------------------------ parts info

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import orjson
 import pytest
 
 from smppengine.compliance import (
@@ -183,3 +184,29 @@ def test_example_config_is_still_valid() -> None:
 
     cfg = load_config(Path(__file__).parent.parent / "config" / "example.toml")
     assert cfg.compliance.optout_scope in ("number", "global")
+
+
+def test_one_sender_rule_for_from_default_from_and_senders() -> None:
+    """A request's from, an SMSC's default_from and a senders entry are checked by one rule
+    (addressing.valid_sender): what one accepts the others accept."""
+    from smppengine.addressing import valid_sender
+    from smppengine.config import ConfigError, parse_config
+    from smppengine.ingress import parse_request
+    from smppengine.model import Rejection, Request
+
+    def config_accepts(sender: str) -> tuple[bool, bool]:
+        out = []
+        for key, value in (("default_from", sender), ("senders", [sender])):
+            smsc = {"name": "a", "host": "127.0.0.1", "port": 2775, "system_id": "u", "password": "p", key: value}
+            try:
+                parse_config({"smsc": [smsc]})
+                out.append(True)
+            except ConfigError:
+                out.append(False)
+        return out[0], out[1]
+
+    for sender in ("ACME Shop", "A.B-C_D&E", "+447700900123", "12345", "ACME-SHOP-LTD", "   ", "é", "+", "1" * 21):
+        ok = valid_sender(sender)
+        req = parse_request(orjson.dumps({"to": "+447700900123", "text": "x", "from": sender}))
+        assert isinstance(req, Request if ok else Rejection), sender
+        assert config_accepts(sender) == (ok, ok), sender

@@ -107,8 +107,8 @@ def test_wrong_type_in_file_has_file_name(tmp_path: Path) -> None:
         ({"default_alphabet": "utf8"},
          'smsc[0].default_alphabet: expected "gsm", "ascii" or "latin1", got "utf8"'),
         ({"default_from": "ACME-SHOP-LTD"},
-         "smsc[0].default_from: expected up to 11 letters/digits, or '+' and up to 20 digits, "
-         'got "ACME-SHOP-LTD"'),
+         "smsc[0].default_from: expected up to 11 characters of A-Z a-z 0-9 space . - _ &, or an optional '+' "
+         'then 1-20 digits, got "ACME-SHOP-LTD"'),
         ({"system_id": "a" * 16}, "smsc[0].system_id: at most 15 characters (SMPP 3.4), got 16"),
         ({"password": "123456789"}, "smsc[0].password: at most 8 characters (SMPP 3.4), got 9"),
         ({"name": "a b"}, 'smsc[0].name: expected 1-64 characters of A-Z a-z 0-9 . _ -, got "a b"'),

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Any
 
+from smppengine.config import Config
 from smppengine.reload import effective, plan
 
 from .helpers import make_config, smsc
@@ -47,3 +50,22 @@ def test_routes_retry_ttl_and_log_apply_live_and_the_rest_needs_a_restart() -> N
     assert eff.engine.store == "e.db" and eff.engine.default_ttl == 60
     assert eff.mqtt == old.mqtt and eff.http == old.http and eff.retry.max_attempts == 9
     assert dataclasses.replace(eff, path=new.path).log.level == "debug"
+
+
+async def test_a_reload_hands_the_new_routes_and_retry_policy_to_the_dispatcher(tmp_path: Path) -> None:
+    """Engine.reload: new routes and the new [retry] (parsed into a RetryPolicy) reach the dispatcher at once;
+    a tps-only change is applied to the running client in place (no new client)."""
+    from smppengine.engine import Engine
+    from smppengine.retry import RetryPolicy
+
+    def cfg(**kw: Any) -> Config:
+        return make_config(str(tmp_path / "e.db"), "mqtt://127.0.0.1:1883",
+                           [smsc("a", 1), smsc("b", 2, tps=kw.pop("tps_b", 10000))], **kw)
+
+    engine = Engine(cfg())
+    client_b = engine.clients["b"]
+    p = await engine.reload(cfg(retry={"max_attempts": 9}, route=[{"prefix": "+44", "smsc": ["b"]}], tps_b=5))
+    assert p.routes and p.retry and [s.name for s in p.update] == ["b"]
+    assert engine.dispatcher.policy == RetryPolicy(max_attempts=9) and engine.dispatcher.policy is engine.config.retry
+    assert engine.dispatcher.router is engine.router and engine.router.candidates("+447700900123", None) == ["b"]
+    assert engine.clients["b"] is client_b and client_b.cfg.tps == 5 and client_b.adaptive.rate == 5

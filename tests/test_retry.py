@@ -98,3 +98,28 @@ def test_mqtt_reconnect_delay_doubles_from_1s_to_30s_with_equal_jitter() -> None
     for n in range(1, 12):
         a, b = random.Random(n), random.Random(n)
         assert mqtt_reconnect_delay(n, a) == pytest.approx(min(30.0, 0.5 * 2 ** min(n, 6)) * (0.5 + b.random() / 2))
+
+
+def test_what_counts_as_an_attempt() -> None:
+    """One rule (retry.attempt_outcome): throttling and a lost connection resend the part without counting an
+    attempt; a timeout, a generic_nack and a transient status count; a permanent status ends the message."""
+    from smppengine import retry
+    from smppengine.smpp.status import PERMANENT, THROTTLE, TRANSIENT
+
+    assert retry.attempt_outcome(THROTTLE) == retry.RESEND
+    assert retry.attempt_outcome(retry.CONNECTION_LOST) == retry.RESEND
+    assert retry.attempt_outcome(retry.TIMEOUT) == retry.COUNTED
+    assert retry.attempt_outcome(retry.GENERIC_NACK) == retry.COUNTED
+    assert retry.attempt_outcome(TRANSIENT) == retry.COUNTED
+    assert retry.attempt_outcome(PERMANENT) == retry.FINAL
+    assert retry.attempt_outcome("something new") == retry.COUNTED
+
+
+def test_the_retry_section_is_the_policy() -> None:
+    """[retry] is parsed into the RetryPolicy the dispatcher uses: built once, no second copy of its fields."""
+    from smppengine.config import RetryConfig, parse_config
+
+    assert RetryConfig is RetryPolicy
+    smsc = [{"name": "a", "host": "127.0.0.1", "port": 2775, "system_id": "u", "password": "p"}]
+    retry = parse_config({"smsc": smsc, "retry": {"max_attempts": 3, "backoff_initial": 2, "backoff_max": 9}}).retry
+    assert retry == RetryPolicy(max_attempts=3, backoff_initial=2.0, backoff_max=9.0)

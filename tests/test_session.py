@@ -107,22 +107,20 @@ async def test_receipt_keys_of_answered_submits_are_kept_within_bounds_and_forge
     """A receipt for a submit answered lately need not wait for its resp; the client keeps the receipt keys of
     at least the last ANSWERED_KEYS_KEPT answered ids, never more than the slack above that, and the oldest
     are the ones it forgets (trimmed in bulk: a trim of a few keys per resp walked the dict's dead slots)."""
-    from smppengine.smpp import client as client_mod
+    from smppengine.smpp import resp_order
 
-    monkeypatch.setattr(client_mod, "ANSWERED_KEYS_KEPT", 300)
-    monkeypatch.setattr(client_mod, "ANSWERED_KEYS_SLACK", 30)
-    cfg = SmscConfig(name="k", host="127.0.0.1", port=1, system_id="x", password="y")
-    c = client_mod.SmscClient(cfg, on_deliver=lambda *a: None)  # type: ignore[arg-type, return-value]
+    monkeypatch.setattr(resp_order, "ANSWERED_KEYS_KEPT", 300)
+    monkeypatch.setattr(resp_order, "ANSWERED_KEYS_SLACK", 30)
+    c = resp_order.RespOrder()
     sizes = []
     for i in range(1, 1001):
-        c._sent += 1
-        c._unanswered[i] = None
+        assert c.sent() == i
         c._unanswered[i + 10_000] = None        # a submit still unanswered: receipts may have to wait
-        c._answered(i, P.Pdu("submit_sm_resp", i, 0, {"message_id": f"zz{i:04d}"}))   # one key per id
+        c.answered(i, P.Pdu("submit_sm_resp", i, 0, {"message_id": f"zz{i:04d}"}))   # one key per id
         sizes.append(len(c._answered_keys))
     assert max(sizes) <= 330 and min(sizes[300:]) >= 300
-    assert c.resp_known("zz1000") and c.resp_known("ZZ0701")       # the newest 300: known, any case
-    assert not c.resp_known("zz0001") and not c.resp_known("zz0600")  # the oldest: forgotten
+    assert c.known("zz1000") and c.known("ZZ0701")       # the newest 300: known, any case
+    assert not c.known("zz0001") and not c.known("zz0600")  # the oldest: forgotten
 
 
 def test_micro_session_bench_prints_one_json_line() -> None:

@@ -23,7 +23,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from smppengine import engine as engine_module
+from smppengine import intake as intake_module
 from smppengine.broker import Mosquitto
 from smppengine.config import MqttConfig
 from smppengine.mqtt import MqttLink
@@ -128,7 +128,7 @@ async def test_a_burst_over_the_broker_queue_limit_reaches_a_final_state_in_full
     """A burst of 4,000 from a C publisher while the engine runs: all arrive (none dropped by the broker),
     each reaches exactly one final state. The engine commits at most INTAKE_BATCH received requests at a
     time; lowered here so that the burst also goes through the split."""
-    monkeypatch.setattr(engine_module, "INTAKE_BATCH", 300)
+    monkeypatch.setattr(intake_module, "INTAKE_BATCH", 300)
     cfg = make_config(str(tmp_path / "e.db"), stock_broker.url, [smsc("a", sim.port, tps=100_000, window=100)])
     assert cfg.mqtt.protocol == 5 and cfg.mqtt.receive_maximum == 65535
     tag = uuid.uuid4().hex[:8]

@@ -21,7 +21,6 @@ from smppengine.text import (
     MessageTooLongError,
     PartsInfo,
     PartSpec,
-    Reassembler,
     Segments,
     TextEncodingError,
     build_parts,
@@ -174,10 +173,9 @@ def check_udh_roundtrip(text: str, encoding: str, concat: str, ref: int, seed: i
         assert specs[0] == PartSpec(segs.chunks[0], 0, {})
         return
     texts = []
-    reasm = Reassembler()
     order = list(range(len(specs)))
     random.Random(seed).shuffle(order)
-    results = []
+    by_seq: dict[int, str] = {}
     for i in order:
         spec = specs[i]
         assert spec.esm_class == 0x40
@@ -190,11 +188,9 @@ def check_udh_roundtrip(text: str, encoding: str, concat: str, ref: int, seed: i
         assert body == segs.chunks[i]
         part_text = decode(body, segs.data_coding)
         texts.append((i, part_text))
-        results.append(reasm.add(("smsc", "4477"), info, part_text, now=100.0))
+        by_seq[info.seq] = part_text
     assert "".join(t for _, t in sorted(texts)) == text
-    assert results[:-1] == [None] * (len(specs) - 1)
-    assert results[-1] == text
-    assert len(reasm) == 0
+    assert "".join(by_seq[n] for n in range(1, len(specs) + 1)) == text     # joined by the UDH's numbering
 
 
 # ------------------------------------------------------------------------------------------------
@@ -597,54 +593,6 @@ def test_split_udh() -> None:
 )
 def test_split_udh_malformed(sm: bytes) -> None:
     assert split_udh(sm) == (None, sm)
-
-
-# ------------------------------------------------------------------------------------------------
-# Reassembler
-
-
-def test_reassembler_out_of_order_and_keys() -> None:
-    r = Reassembler()
-    k1, k2 = ("smsc-a", "4477"), ("smsc-a", "4478")
-    assert r.add(k1, ConcatInfo(5, 3, 3), "C", 0.0) is None
-    assert r.add(k2, ConcatInfo(5, 3, 1), "x", 0.0) is None  # same ref, other sender
-    assert r.add(k1, ConcatInfo(5, 3, 1), "A", 1.0) is None
-    assert r.add(k1, ConcatInfo(5, 3, 1), "A", 1.5) is None  # duplicate
-    assert r.add(k1, ConcatInfo(5, 2, 1), "other", 1.0) is None  # other total: other message
-    assert len(r) == 3
-    assert r.add(k1, ConcatInfo(5, 3, 2), "B", 2.0) == "ABC"
-    assert len(r) == 2
-
-
-def test_reassembler_single_and_invalid() -> None:
-    r = Reassembler()
-    assert r.add(("s", "a"), ConcatInfo(1, 1, 1), "whole", 0.0) == "whole"
-    assert r.add(("s", "a"), ConcatInfo(1, 2, 3), "bad", 0.0) is None
-    assert r.add(("s", "a"), ConcatInfo(1, 2, 0), "bad", 0.0) is None
-    assert len(r) == 0
-
-
-def test_reassembler_expiry() -> None:
-    r = Reassembler(max_age_s=600.0)
-    k = ("s", "a")
-    assert r.add(k, ConcatInfo(1, 2, 1), "old", 0.0) is None
-    assert r.add(k, ConcatInfo(2, 2, 1), "A", 500.0) is None
-    # 601 s after the first part of ref 1: it has expired, so its second part starts a new entry
-    assert r.add(k, ConcatInfo(1, 2, 2), "late", 601.0) is None
-    assert r.dropped == 1
-    assert r.add(k, ConcatInfo(2, 2, 2), "B", 700.0) == "AB"
-    assert r.expire(2000.0) == 1
-    assert len(r) == 0
-
-
-def test_reassembler_max_entries() -> None:
-    r = Reassembler(max_entries=2)
-    k = ("s", "a")
-    for ref in (1, 2, 3):
-        assert r.add(k, ConcatInfo(ref, 2, 1), f"{ref}a", 0.0) is None
-    assert len(r) == 2 and r.dropped == 1
-    assert r.add(k, ConcatInfo(1, 2, 2), "1b", 0.0) is None  # ref 1 was evicted
-    assert r.add(k, ConcatInfo(3, 2, 2), "3b", 0.0) == "3a3b"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ account-wide bucket, then sends.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import time
 from collections import deque
@@ -17,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..config import SmscConfig
-from ..receipts import receipt_id_keys
 from ..retry import reconnect_delay
 from ..throttle import AdaptiveRate, SendLog, TokenBucket
 from . import pdu as P
+from .resp_order import RespOrder
 from .session import BindFailed, DeliverHandler, ResponseTimeout, Session, SessionClosed
 
 if TYPE_CHECKING:
@@ -28,14 +27,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-ANSWERED_KEYS_KEPT = 50_000    # receipt keys of recently answered submits (2-3 per submit)
-ANSWERED_KEYS_SLACK = 6_250    # trimmed back to ANSWERED_KEYS_KEPT once this many more are held
-RESP_WAIT_S = 0.1              # longest wait of a receipt for its resp (some SMSCs send the resp only after
-                               # the receipt's deliver_sm_resp: then the store holds the receipt)
-
 
 class SmscClient:
-    def __init__(self, cfg: SmscConfig, on_deliver: DeliverHandler, rng: random.Random | None = None) -> None:
+    def __init__(self, cfg: SmscConfig, on_deliver: DeliverHandler, rng: random.Random | None = None, *,
+                 metrics: Metrics | None = None, reconnects: int = 0, throttle_pauses: int = 0) -> None:
+        """``reconnects``, ``throttle_pauses``: the counts of the client this one replaces (a config reload
+        that rebinds the account), so the metrics' counters do not go back."""
         self.cfg = cfg
         self.name = cfg.name
         self._on_deliver = on_deliver
@@ -49,18 +46,11 @@ class SmscClient:
         self._slot_waiters: deque[asyncio.Future[None]] = deque()   # senders waiting for a window slot, in order
         self._keepers: list[asyncio.Task[None]] = []
         self._stopping = False
-        self.reconnects = 0
-        self.throttle_pauses = 0
+        self.reconnects = reconnects
+        self.throttle_pauses = throttle_pauses
         self.up = asyncio.Event()
-        self.metrics: Metrics | None = None       # set by the engine
-        # submits sent and not answered yet (ordinals in send order), and the receipt keys of the SMSC message
-        # ids answered lately: a receipt that overtook its resp waits for it here (resp_seen) instead of being
-        # held in the store and matched again when the resp is committed
-        self._sent = 0
-        self._unanswered: dict[int, None] = {}
-        self._answered_keys: dict[str, None] = {}
-        self._key_waiters: dict[str, asyncio.Future[None]] = {}                # receipt key -> its waiter
-        self._horizon_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # (last ordinal sent before)
+        self.metrics = metrics
+        self.order = RespOrder()     # a receipt that overtook its resp waits for it there (deliver.py)
 
     # ------------------------------------------------------------------ binds
     def start(self) -> None:
@@ -157,6 +147,12 @@ class SmscClient:
         return sum(1 for s in self.sessions if s.bound)
 
     @property
+    def configured_sessions(self) -> int:
+        """Sessions the config asks for: binds x modes (a transmitter and a receiver per bind, or one
+        transceiver)."""
+        return self.cfg.binds * (1 if self.cfg.bind == "transceiver" else 2)
+
+    @property
     def window_in_use(self) -> int:
         return sum(s.reserved for s in self.sessions)
 
@@ -164,6 +160,12 @@ class SmscClient:
     def available(self) -> bool:
         """Bound for submitting and not paused by throttling."""
         return self.up.is_set() and time.monotonic() >= self.adaptive.paused_until()
+
+    def reconfigure(self, cfg: SmscConfig) -> None:
+        """A config reload changed only what applies without a new bind (reload.py): tps, error_classes,
+        default_from, senders, tlvs."""
+        self.cfg = cfg
+        self.set_tps(cfg.tps)
 
     def set_tps(self, tps: float) -> None:
         now = time.monotonic()
@@ -218,9 +220,7 @@ class SmscClient:
         # this moment: under load the write can come tens of milliseconds later, and a late write must not
         # bunch up with the ones after it.
         stamp = self.sendlog.record(time.monotonic(), pending=True)
-        self._sent += 1
-        ordinal = self._sent
-        self._unanswered[ordinal] = None
+        ordinal = self.order.sent()
         resp: P.Pdu | None = None
         try:
             if self.metrics is not None:
@@ -231,70 +231,7 @@ class SmscClient:
             return resp
         finally:
             stamp.sent(time.monotonic())       # no-op when the session stamped it; else it never left (slow side)
-            self._answered(ordinal, resp)
-
-    # ------------------------------------------------------------------ receipts that overtake their resp
-    def _answered(self, ordinal: int, resp: P.Pdu | None) -> None:
-        """Called in the sending task as its submit ends, before the caller stores the resp: a receipt task
-        woken here runs after that store operation was queued, so the receipt is applied after it."""
-        del self._unanswered[ordinal]
-        if resp is not None and resp.status == 0 and resp.command == "submit_sm_resp":
-            keys = self._answered_keys
-            waiting = self._key_waiters
-            for k in receipt_id_keys(str(resp.params.get("message_id", ""))):
-                keys[k] = None
-                if waiting:
-                    w = waiting.pop(k, None)
-                    if w is not None and not w.done():
-                        w.set_result(None)
-            if len(keys) > ANSWERED_KEYS_KEPT + ANSWERED_KEYS_SLACK:
-                # Trimmed in bulk, not a few keys per resp: a dict keeps the slots of deleted keys until it
-                # grows again, and iterating it from the oldest end walks over every one of them. Trimming
-                # 2-3 keys per resp made each trim walk tens of thousands of slots (~15 µs per message
-                # once 50,000 keys were held); in bulk it is one walk per ~2,000 resps.
-                for k in list(itertools.islice(keys, len(keys) - ANSWERED_KEYS_KEPT)):
-                    del keys[k]
-        hw = self._horizon_waiters
-        if hw:
-            lowest = next(iter(self._unanswered), self._sent + 1)
-            while hw and hw[0][0] < lowest:
-                w = hw.popleft()[1]
-                if not w.done():
-                    w.set_result(None)
-
-    def resp_known(self, message_id: str) -> bool:
-        """True when a receipt for ``message_id`` need not wait (:meth:`resp_seen` would return at once)."""
-        if not self._unanswered:
-            return True
-        keys = receipt_id_keys(message_id)
-        return not keys or not self._answered_keys.keys().isdisjoint(keys)
-
-    def resp_seen(self, message_id: str) -> asyncio.Future[None]:
-        """A receipt arrived for ``message_id``: a future resolved once the resp that carries this id has been
-        handled (already resolved when it was, the usual case), or once every submit sent before the receipt
-        arrived has been answered (the receipt is then for an older message, or a resp this process never
-        saw: the store holds it), at most RESP_WAIT_S. SMSCs send receipts on any bind, often before the
-        resp on another bind; waiting a few milliseconds here saves holding them in the store. A future (no
-        task): the caller goes on in a done-callback."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        if self.resp_known(message_id):
-            waiter.set_result(None)
-            return waiter
-        keys = receipt_id_keys(message_id)
-        for k in keys:
-            self._key_waiters[k] = waiter
-        self._horizon_waiters.append((self._sent, waiter))
-        timer = loop.call_later(RESP_WAIT_S, _resolve, waiter)
-
-        def forget(_: asyncio.Future[None]) -> None:
-            timer.cancel()
-            for k in keys:
-                if self._key_waiters.get(k) is waiter:
-                    del self._key_waiters[k]
-
-        waiter.add_done_callback(forget)
-        return waiter
+            self.order.answered(ordinal, resp)    # before the caller stores the resp: see resp_order.py
 
     def on_result(self, status: int) -> float:
         """Feed the adaptive rate with a resp's status; returns the pause (s) after a throttle, else 0."""
@@ -310,7 +247,3 @@ class SmscClient:
             self.adaptive.on_success(now)
         return 0.0
 
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

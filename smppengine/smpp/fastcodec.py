@@ -6,8 +6,9 @@ import; the decoders are written out and checked against the table at import. Th
 smpplib in both directions (tests/test_pdu.py proves it with hypothesis, TLVs included) and decode exactly
 what :func:`smppengine.smpp.pdu.decode_body` decodes, errors included.
 
-:mod:`smppengine.smpp.pdu` calls them through its dispatch tables; :func:`encode` validates parameters before
-calling an encoder here, so the encoders trust their input.
+Built on :mod:`smppengine.smpp.pdu_types` (the types and tables); :mod:`smppengine.smpp.pdu` imports this module
+and calls these through its dispatch tables; its :func:`encode` validates parameters before calling an encoder
+here, so the encoders trust their input.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from smppengine.smpp import pdu as P
+from smppengine.smpp import pdu_types as P
 
 _HEADER = struct.Struct(">IIII")
 _pack_header = _HEADER.pack
@@ -369,6 +370,3 @@ DECODERS: dict[int, Callable[[bytes, int, int], P.Pdu]] = {
     P.ENQUIRE_LINK_RESP: decode_enquire_link_resp,
 }
 
-P._FAST_ENCODERS.update(ENCODERS)
-P._GENERIC_ENCODERS.update(GENERIC_ENCODERS)
-P._FAST_DECODERS.update(DECODERS)

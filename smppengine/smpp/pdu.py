@@ -13,7 +13,9 @@ One module owns every byte that crosses an SMPP socket:
 The field tables come from the declarative table in :mod:`smppengine.smpp.spec` (commands, standard TLVs,
 vendor registry). smpplib 2.2.4 is the reference codec, in the tests only: they prove the table equal to its
 command classes, and every encoder byte-identical to it. The encoders live in :mod:`smppengine.smpp.fastcodec`:
-the hot-path commands unrolled, every other command through one table-driven encoder.
+the hot-path commands unrolled, every other command through one table-driven encoder. The types and tables
+both are built on (:class:`Pdu`, the command ids and statuses, ``SPECS``, the TLV primitives) live below them
+in :mod:`smppengine.smpp.pdu_types` and are re-exported here.
 Decoding always goes through our own validating parser,
 because smpplib's parser trusts the peer (a C-string without NUL, a truncated body or a short TLV are
 silently mis-parsed, and a known TLV that does not belong to the command raises ``KeyError``); on
@@ -48,188 +50,34 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from smppengine.smpp import spec as _spec
-
-MAX_PDU_LEN: int = 65536
-HEADER_LEN = 16
-
-# --- command ids (SMPP 3.4, 5.1.2.1) --------------------------------------------------------------
-GENERIC_NACK = 0x80000000
-BIND_RECEIVER = 0x00000001
-BIND_RECEIVER_RESP = 0x80000001
-BIND_TRANSMITTER = 0x00000002
-BIND_TRANSMITTER_RESP = 0x80000002
-QUERY_SM = 0x00000003
-QUERY_SM_RESP = 0x80000003
-SUBMIT_SM = 0x00000004
-SUBMIT_SM_RESP = 0x80000004
-DELIVER_SM = 0x00000005
-DELIVER_SM_RESP = 0x80000005
-UNBIND = 0x00000006
-UNBIND_RESP = 0x80000006
-REPLACE_SM = 0x00000007
-REPLACE_SM_RESP = 0x80000007
-CANCEL_SM = 0x00000008
-CANCEL_SM_RESP = 0x80000008
-BIND_TRANSCEIVER = 0x00000009
-BIND_TRANSCEIVER_RESP = 0x80000009
-OUTBIND = 0x0000000B
-ENQUIRE_LINK = 0x00000015
-ENQUIRE_LINK_RESP = 0x80000015
-SUBMIT_MULTI = 0x00000021
-SUBMIT_MULTI_RESP = 0x80000021
-ALERT_NOTIFICATION = 0x00000102
-DATA_SM = 0x00000103
-DATA_SM_RESP = 0x80000103
-
-COMMAND_IDS: dict[str, int] = {
-    "generic_nack": GENERIC_NACK,
-    "bind_receiver": BIND_RECEIVER,
-    "bind_receiver_resp": BIND_RECEIVER_RESP,
-    "bind_transmitter": BIND_TRANSMITTER,
-    "bind_transmitter_resp": BIND_TRANSMITTER_RESP,
-    "query_sm": QUERY_SM,
-    "query_sm_resp": QUERY_SM_RESP,
-    "submit_sm": SUBMIT_SM,
-    "submit_sm_resp": SUBMIT_SM_RESP,
-    "deliver_sm": DELIVER_SM,
-    "deliver_sm_resp": DELIVER_SM_RESP,
-    "unbind": UNBIND,
-    "unbind_resp": UNBIND_RESP,
-    "replace_sm": REPLACE_SM,
-    "replace_sm_resp": REPLACE_SM_RESP,
-    "cancel_sm": CANCEL_SM,
-    "cancel_sm_resp": CANCEL_SM_RESP,
-    "bind_transceiver": BIND_TRANSCEIVER,
-    "bind_transceiver_resp": BIND_TRANSCEIVER_RESP,
-    "outbind": OUTBIND,
-    "enquire_link": ENQUIRE_LINK,
-    "enquire_link_resp": ENQUIRE_LINK_RESP,
-    "submit_multi": SUBMIT_MULTI,
-    "submit_multi_resp": SUBMIT_MULTI_RESP,
-    "alert_notification": ALERT_NOTIFICATION,
-    "data_sm": DATA_SM,
-    "data_sm_resp": DATA_SM_RESP,
-}
-COMMAND_NAMES: dict[int, str] = {v: k for k, v in COMMAND_IDS.items()}
-
-# --- command_status values (SMPP 3.4, 5.1.3) ------------------------------------------------------
-ESME_ROK = 0x00000000
-ESME_RINVMSGLEN = 0x00000001
-ESME_RINVCMDLEN = 0x00000002
-ESME_RINVCMDID = 0x00000003
-ESME_RINVBNDSTS = 0x00000004
-ESME_RALYBND = 0x00000005
-ESME_RSYSERR = 0x00000008
-ESME_RINVSRCADR = 0x0000000A
-ESME_RINVDSTADR = 0x0000000B
-ESME_RINVMSGID = 0x0000000C
-ESME_RBINDFAIL = 0x0000000D
-ESME_RINVPASWD = 0x0000000E
-ESME_RINVSYSID = 0x0000000F
-ESME_RMSGQFUL = 0x00000014
-ESME_RSUBMITFAIL = 0x00000045
-ESME_RTHROTTLED = 0x00000058
-ESME_RINVPARLEN = 0x000000C2
-ESME_RUNKNOWNERR = 0x000000FF
-
-#: the params key of the TLVs a command's table does not name (see the module docstring)
-OTHER_TLVS = "other_tlvs"
+from smppengine.smpp import fastcodec as _fastcodec
+from smppengine.smpp import pdu_types as _types
+from smppengine.smpp.pdu_types import *  # noqa: F403  (re-exported: P.Pdu, P.SPECS, P.ESME_RTHROTTLED...)
+from smppengine.smpp.pdu_types import (
+    COMMAND_IDS,
+    COMMAND_NAMES,
+    ESME_RINVCMDID,
+    ESME_RINVCMDLEN,
+    ESME_RSYSERR,
+    HEADER_LEN,
+    INT,
+    MAX_PDU_LEN,
+    OSTR,
+    OTHER_TLVS,
+    SPECS,
+    SPECS_BY_ID,
+    STR,
+    CommandSpec,
+    FrameError,
+    Pdu,
+    PduError,
+    decode_tlvs,
+)
 
 _HEADER = struct.Struct(">IIII")
 _U32 = struct.Struct(">I")
-_TLV_HEAD = struct.Struct(">HH")
-
-
-# --- public types ---------------------------------------------------------------------------------
-@dataclass(slots=True)
-class Pdu:
-    """One SMPP PDU. ``command`` is the smpplib command name; see the module docstring for ``params``."""
-
-    command: str
-    seq: int
-    status: int = 0
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def command_id(self) -> int:
-        try:
-            return COMMAND_IDS[self.command]
-        except KeyError:
-            raise ValueError(f"unknown SMPP command {self.command!r}") from None
-
-    @property
-    def is_response(self) -> bool:
-        return bool(self.command_id & 0x80000000)
-
-
-class PduError(Exception):
-    """A PDU that cannot be decoded.
-
-    The session answers ``generic_nack(status=self.status, seq=self.seq)`` and goes on.
-    """
-
-    def __init__(self, message: str, *, status: int = ESME_RSYSERR, seq: int = 0, command_id: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-        self.seq = seq
-        self.command_id = command_id
-
-
-class FrameError(Exception):
-    """The byte stream itself is unusable (command_length < 16 or > MAX_PDU_LEN, EOF mid-frame).
-
-    The session must close.
-    """
-
-
-# --- field tables (from the declarative table in smppengine.smpp.spec) -----------------------------
-INT, STR, OSTR, FLAG = _spec.INT, _spec.STR, _spec.OSTR, _spec.FLAG
-
-
-@dataclass(frozen=True, slots=True)
-class FieldSpec:
-    name: str
-    kind: int  # INT, STR, OSTR or FLAG
-    size: int  # INT: octets; STR: max octets including the NUL; OSTR: max octets (0 = up to 65535)
-    tag: int | None  # None for a mandatory (body) field
-    len_field: str | None = None  # OSTR mandatory fields: the int field that carries the length
-
-
-@dataclass(frozen=True, slots=True)
-class CommandSpec:
-    name: str
-    command_id: int
-    mandatory: tuple[FieldSpec, ...]
-    tlvs: tuple[FieldSpec, ...]  # in smpplib's emission order
-    by_tag: dict[int, FieldSpec]
-    by_name: dict[str, FieldSpec]
-
-
-def _make_spec(d: _spec.CommandDef) -> CommandSpec:
-    mandatory = tuple(FieldSpec(m[0], m[1], m[2], None, m[3] if len(m) > 3 else None)
-                      for m in d.mandatory)
-    tlvs = []
-    for name in d.tlvs:
-        t = _spec.TLVS[name]
-        kind, size = d.overrides.get(name, (t.kind, t.size))
-        tlvs.append(FieldSpec(name, kind, size, t.tag))
-    return CommandSpec(
-        name=d.name,
-        command_id=d.command_id,
-        mandatory=mandatory,
-        tlvs=tuple(tlvs),
-        by_tag={f.tag: f for f in tlvs if f.tag is not None},
-        by_name={f.name: f for f in (*mandatory, *tlvs)},
-    )
-
-
-SPECS: dict[str, CommandSpec] = {d.name: _make_spec(d) for d in (*_spec.COMMANDS, _spec.OUTBIND)}
-SPECS_BY_ID: dict[int, CommandSpec] = {s.command_id: s for s in SPECS.values()}
-assert all(COMMAND_IDS[s.name] == s.command_id for s in SPECS.values())
 
 _RESPONSE_OF: dict[str, str] = {
     name: name + "_resp" for name in COMMAND_IDS if not name.endswith("_resp") and name + "_resp" in COMMAND_IDS
@@ -237,41 +85,6 @@ _RESPONSE_OF: dict[str, str] = {
 
 
 # --- decoding -------------------------------------------------------------------------------------
-def decode_tlvs(spec: CommandSpec, body: bytes, pos: int, params: dict[str, Any], seq: int) -> None:
-    """Parse the TLVs of ``body[pos:]`` into ``params`` (shared with the fast codec)."""
-    n = len(body)
-    by_tag = spec.by_tag
-    cid = spec.command_id
-    while pos < n:
-        if pos + 4 > n:
-            raise PduError("truncated TLV header", status=ESME_RINVCMDLEN, seq=seq, command_id=cid)
-        tag, length = _TLV_HEAD.unpack_from(body, pos)
-        pos += 4
-        end = pos + length
-        if end > n:
-            raise PduError(f"TLV 0x{tag:04x} overruns the PDU", status=ESME_RINVCMDLEN, seq=seq, command_id=cid)
-        f = by_tag.get(tag)
-        if f is not None:
-            kind = f.kind
-            if kind == INT:
-                if not 1 <= length <= 4:
-                    raise PduError(f"TLV {f.name} has length {length}", status=ESME_RINVCMDLEN, seq=seq, command_id=cid)
-                params[f.name] = int.from_bytes(body[pos:end], "big")
-            elif kind == STR:
-                z = body.find(b"\0", pos, end)
-                params[f.name] = body[pos : (end if z < 0 else z)].decode("latin-1")
-            elif kind == OSTR:
-                params[f.name] = body[pos:end]
-            else:
-                params[f.name] = True
-        else:
-            other = params.get(OTHER_TLVS)
-            if other is None:
-                other = params[OTHER_TLVS] = {}
-            other[tag] = body[pos:end]
-        pos = end
-
-
 def decode_body(spec: CommandSpec, body: bytes, seq: int, is_response: bool) -> dict[str, Any]:
     """Generic validating parser of a PDU body (header stripped)."""
     params: dict[str, Any] = {}
@@ -405,13 +218,6 @@ def validate_other_tlvs(value: Any) -> None:
             raise ValueError(f"{OTHER_TLVS}: the value of tag 0x{tag:04x} is longer than 65535 octets")
 
 
-def encode_other_tlvs(other: Mapping[int, bytes] | None) -> bytes:
-    """The raw TLVs of ``other_tlvs`` (validated), in dict order."""
-    if not other:
-        return b""
-    return b"".join(_TLV_HEAD.pack(tag, len(raw)) + bytes(raw) for tag, raw in other.items())
-
-
 def encode(pdu: Pdu) -> bytes:
     """Encode a PDU. ValueError for an unknown command or a parameter that cannot be encoded exactly."""
     spec = SPECS.get(pdu.command)
@@ -490,12 +296,10 @@ def next_seq(seq: int) -> int:
     return seq + 1 if 0 < seq < 0x7FFFFFFF else 1
 
 
-# The fast codec registers itself here (it imports this module, so the import must come last).
-_FAST_ENCODERS: dict[str, Callable[[Pdu], bytes]] = {}
-_FAST_DECODERS: dict[int, Callable[[bytes, int, int], Pdu]] = {}   # (frame, command_status, sequence)
-_GENERIC_ENCODERS: dict[str, Callable[[Pdu], bytes]] = {}
-
-from smppengine.smpp import fastcodec as _fastcodec  # noqa: E402,F401  (registers the hot-path codec)
+# The codecs: the hot-path commands unrolled (fastcodec), every command through one table-driven encoder.
+_FAST_ENCODERS: dict[str, Callable[[Pdu], bytes]] = _fastcodec.ENCODERS
+_FAST_DECODERS: dict[int, Callable[[bytes, int, int], Pdu]] = _fastcodec.DECODERS   # (frame, status, seq)
+_GENERIC_ENCODERS: dict[str, Callable[[Pdu], bytes]] = _fastcodec.GENERIC_ENCODERS
 
 __all__ = [
     "MAX_PDU_LEN",
@@ -512,4 +316,8 @@ __all__ = [
     "response_for",
     "generic_nack",
     "next_seq",
+    "decode_body",
+    "validate_params",
+    "validate_other_tlvs",
 ]
+__all__ += _types.__all__
