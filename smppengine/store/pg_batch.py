@@ -71,13 +71,51 @@ _READ = (
 # held receipts whose key has become known, for this instance's messages
 _REMATCH = ("SELECT DISTINCT h.uid FROM held_receipts h JOIN part_keys k ON k.smsc = h.smsc AND k.key = h.key "
             "JOIN messages m ON m.id = k.msg_id WHERE m.owner = $1 OR m.owner IS NULL LIMIT 1000")
+# NOTIFY payloads of receipts held with no owner known: "held?" then "smsc<TAB>key" lines, each payload under
+# PostgreSQL's 8,000-byte limit; a key that cannot be written so makes a plain "held" (every instance looks)
+HELD_NOTE = "held?"
+_NOTE_MAX = 7_000
+
+
+def held_notes(keys: list[tuple[str, str]]) -> list[str]:
+    """The notifications telling the other instances of receipts held for these (smsc, key)s."""
+    out: list[str] = []
+    lines: list[str] = []
+    size = len(HELD_NOTE)
+    for smsc, key in dict.fromkeys(keys):
+        line = f"{smsc}\t{key}"
+        if "\t" in smsc or "\n" in smsc or "\n" in key or len(line) > _NOTE_MAX:
+            out.append("held")
+            continue
+        if lines and size + len(line) + 1 > _NOTE_MAX:
+            out.append(HELD_NOTE + "\n".join(lines))
+            lines, size = [], len(HELD_NOTE)
+        lines.append(line)
+        size += len(line) + 1
+    if lines:
+        out.append(HELD_NOTE + "\n".join(lines))
+    return out
+
+
+def parse_held_note(payload: str) -> list[tuple[str, str]]:
+    """The (smsc, key)s of a :func:`held_notes` payload."""
+    out: list[tuple[str, str]] = []
+    for line in payload[len(HELD_NOTE):].split("\n"):
+        smsc, sep, key = line.partition("\t")
+        if sep:
+            out.append((smsc, key))
+    return out
+
+
 # held receipts taken: a transaction-scoped try-lock per receipt (never waited for: a receipt another writer
 # is taking is left to it), then deleted; what comes back is what this transaction applies
-TAKE_HELD = (
-    "WITH c AS MATERIALIZED (SELECT DISTINCT uid FROM held_receipts WHERE uid = ANY($1::text[])), "
+_TAKE = (
     "l AS MATERIALIZED (SELECT uid FROM c WHERE pg_try_advisory_xact_lock(hashtextextended('smppengine.held.' "
     "|| uid, 0))) "
     "DELETE FROM held_receipts h USING l WHERE h.uid = l.uid RETURNING h.uid, h.smsc, h.key, h.receipt, h.at")
+TAKE_HELD = "WITH c AS MATERIALIZED (SELECT DISTINCT uid FROM held_receipts WHERE uid = ANY($1::text[])), " + _TAKE
+# the held receipts of this instance's messages whose key has become known, found and taken in one statement
+TAKE_MINE = f"WITH c AS MATERIALIZED ({_REMATCH}), " + _TAKE
 
 
 @dataclass(slots=True)
@@ -148,6 +186,9 @@ class Batch:
     deletes: list[int] = field(default_factory=list)
     heartbeat_at: float | None = None
     notes: set[str] = field(default_factory=set)
+    # keys of receipts held with no owner known (their part's submit_sm_resp not committed anywhere yet): the
+    # commit NOTIFYs them, and only an instance that has just taken a resp with one of these keys re-matches
+    held_keys: list[tuple[str, str]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     want_ids: set[str] = field(default_factory=set)
     want_rkeys: set[tuple[str, str]] = field(default_factory=set)
@@ -163,11 +204,9 @@ class Batch:
         if self.want_rematch:
             # the held receipts of this instance's messages (another instance's are applied by it), taken
             # first: what they point at is loaded with the rest
-            uids = [r[0] for r in await c.fetch(_REMATCH, self.instance)]
-            if uids:
-                self.taken = await self.take_held(c, uids)
-                for h in self.taken:
-                    self.want_rkeys.update((h.smsc, k) for k in h.keys)
+            self.taken = await self.take_held(c, TAKE_MINE, self.instance)
+            for h in self.taken:
+                self.want_rkeys.update((h.smsc, k) for k in h.keys)
         if not self.want_ids and not self.want_rkeys:
             return
         rk = sorted(self.want_rkeys)
@@ -190,12 +229,13 @@ class Batch:
                 self.foreign[(smsc, key)] = owner
         uids = orjson.loads(got[2] or "[]")
         if uids:
-            await self.take_held(c, uids)
+            await self.take_held(c, TAKE_HELD, uids)
 
-    async def take_held(self, c: asyncpg.Connection, uids: list[str]) -> list[Held]:
-        """Take (try-lock and delete) these held receipts; returns those taken, oldest first."""
+    async def take_held(self, c: asyncpg.Connection, sql: str, *args: Any) -> list[Held]:
+        """Take (try-lock and delete) the held receipts ``sql`` finds (TAKE_HELD: these uids, TAKE_MINE: those
+        whose key has become known for this instance's messages); returns those taken, oldest first."""
         taken: dict[str, Held] = {}
-        for uid, smsc, key, blob, at in await c.fetch(TAKE_HELD, uids):
+        for uid, smsc, key, blob, at in await c.fetch(sql, *args):
             h = taken.get(uid)
             if h is None:
                 h = taken[uid] = Held(uid, smsc, [], bytes(blob), float(at), stored=True)
@@ -291,10 +331,11 @@ class Batch:
                 f"({p(self.instance, 'text')}, {p(self.heartbeat_at + self.lease_s, 'float8')}, "
                 f"{p(self.heartbeat_at, 'float8')}) "
                 "ON CONFLICT (instance) DO UPDATE SET alive_until = excluded.alive_until)")
-        if not ctes and not self.notes:
+        notes = sorted(self.notes | set(held_notes(self.held_keys)))
+        if not ctes and not notes:
             return False
-        tail = (f"SELECT pg_notify({p(self.channel, 'text')}, x) FROM unnest({p(sorted(self.notes), 'text[]')}) AS x"
-                if self.notes else "SELECT 1")
+        tail = (f"SELECT pg_notify({p(self.channel, 'text')}, x) FROM unnest({p(notes, 'text[]')}) AS x"
+                if notes else "SELECT 1")
         sql = ("WITH " + ", ".join(ctes) + " " + tail) if ctes else tail
         await c.execute(sql, *params)
         return bool(self.events)
@@ -478,7 +519,9 @@ class Batch:
                 self.notes.add("held:" + owner)
                 return "matched"
             self._bump("receipts_held")
-            self.notes.add("held")          # every instance looks for its part once this commits
+            # once this commits, the instance whose resp carries one of these keys (committed concurrently, or
+            # still to come) looks for it; the others ignore the notification
+            self.held_keys.extend((smsc, k) for k in keys)
             return "held"
         if len({(m, i) for _, m, i in rows}) == 1:
             _, msg_id, idx = rows[0]
@@ -511,7 +554,7 @@ class Batch:
         """Receipts held while their submit_sm_resp was being committed (by this instance or another: the two
         transactions did not see each other), or handed over by another instance: the ones taken at the load
         are applied as they arrive now (held again if their part is still unknown)."""
-        notes = set(self.notes)
+        notes, held_keys = set(self.notes), list(self.held_keys)
         n = 0
         for h in self.taken:
             if h.done:
@@ -519,7 +562,7 @@ class Batch:
             h.done = True
             n += 1
             self.receipt(h.smsc, receipt_from_json(orjson.loads(h.receipt)))
-        self.notes = notes      # held again: nothing new for the other instances to look for
+        self.notes, self.held_keys = notes, held_keys   # held again: nothing new for the others to look for
         if n:
             self._bump("receipts_rematched", n)
         return n
