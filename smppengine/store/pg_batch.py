@@ -220,6 +220,7 @@ class Batch:
             return
         hk = sorted(self.want_hkeys)
         got = await c.fetchrow(_READ, list(self.msgs), rs, rkk, [s for s, _ in hk], [k for _, k in hk])
+        assert got is not None      # a SELECT of three subqueries: always one row
         for msg_id, idx, sid, state, sub_at, stat, rec_at in orjson.loads(got[0] or "[]"):
             self.parts[msg_id][idx] = Part(idx, sid, state, sub_at, stat, rec_at)
         for smsc, key, msg_id, idx, owner in orjson.loads(got[1] or "[]"):
@@ -343,7 +344,8 @@ class Batch:
     # ------------------------------------------------------------------ helpers
     def _ids(self, msg_id: str) -> list[str]:
         ps = self.parts.get(msg_id, {})
-        return [ps[i].smsc_message_id for i in sorted(ps) if ps[i].smsc_message_id is not None]  # type: ignore[misc]
+        ids = (ps[i].smsc_message_id for i in sorted(ps))
+        return [x for x in ids if x is not None]
 
     def _emit(self, m: Msg | None, msg_id: str | None, state: str, err: Any = None,
               extra: dict[str, Any] | None = None) -> None:

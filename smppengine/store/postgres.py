@@ -253,7 +253,9 @@ class PostgresStore(GroupCommitWriter):
             raise
         return c
 
-    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+    def _on_notify(self, conn: asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any], pid: int,
+                   channel: str, note: object) -> None:
+        payload = str(note)
         if payload == "outbox:" + self.instance:
             self._outbox_gen += 1
             self.outbox_ready.set()
@@ -508,12 +510,12 @@ class PostgresStore(GroupCommitWriter):
 
     # ---------------------------------------------------------------- operations (pg_batch.Batch)
     async def accept(self, requests: list[Request], rejections: list[Rejection], default_ttl: int) -> AcceptResult:
-        return await self._call(Batch.accept, requests, rejections, default_ttl)  # type: ignore[no-any-return]
+        return await self._call(Batch.accept, requests, rejections, default_ttl)
 
     async def begin_attempt(self, msg_id: str, smsc: str, parts: int, ref: int | None) -> tuple[int, int]:
         """Bind the message to an SMSC, its part count and concatenation reference (kept from the first
         attempt, so that re-sent parts still join their siblings); returns (attempt number, reference)."""
-        return await self._call(Batch.begin_attempt, msg_id, smsc, parts, ref)  # type: ignore[no-any-return]
+        return await self._call(Batch.begin_attempt, msg_id, smsc, parts, ref)
 
     async def part_submitted(self, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
         self._note_keys(smsc, smsc_id)
@@ -534,7 +536,7 @@ class PostgresStore(GroupCommitWriter):
 
     async def receipt(self, smsc: str, receipt: Receipt) -> str:
         """Correlate a delivery receipt: returns "matched", "held" (no submit known yet) or "late" (already final)."""
-        return await self.receipt_nowait(smsc, receipt)  # type: ignore[no-any-return]
+        return await self.receipt_nowait(smsc, receipt)
 
     def receipt_nowait(self, smsc: str, receipt: Receipt) -> asyncio.Future[str]:
         """:meth:`receipt` as a future (no coroutine, no task): the session answers the deliver_sm from its
@@ -570,8 +572,9 @@ class PostgresStore(GroupCommitWriter):
                             *key)
             await c.execute("DELETE FROM mo_parts WHERE at < $1", now - 3600)
             data = b"".join(bytes(r[1]) for r in got)
-        msg = {"id": str(uuid.uuid4()), "from": source, "to": dest,
-               "text": text.decode(data, data_coding, default_alphabet), "smsc": smsc, "received_at": iso(now)}
+        msg: dict[str, Any] = {"id": str(uuid.uuid4()), "from": source, "to": dest,
+                               "text": text.decode(data, data_coding, default_alphabet), "smsc": smsc,
+                               "received_at": iso(now)}
         if tlvs:
             msg["tlvs"] = tlvs      # the deliver_sm's TLVs (of the part that completed it)
         if optout is not None:
@@ -756,7 +759,7 @@ class PostgresStore(GroupCommitWriter):
     async def rematch_held(self) -> int:
         """Receipts held while their submit_sm_resp was being committed by another instance's writer (the two
         transactions ran concurrently and neither saw the other): apply the ones whose key is now known."""
-        return await self._call(Batch.rematch)  # type: ignore[no-any-return]
+        return await self._call(Batch.rematch)
 
     async def _load(self, where: str, *args: Any) -> list[Active]:
         async def read() -> tuple[list[Any], list[Any]]:
