@@ -29,7 +29,7 @@ import asyncpg
 import orjson
 import structlog
 
-from ..model import QUEUED, REJECTED, RETRYING, SUBMITTED, Rejection, Request, error, iso
+from ..model import QUEUED, REJECTED, RETRYING, Rejection, Request, error, iso
 from ..receipts import Receipt, receipt_id_keys
 from .base import AcceptResult
 from .states import (
@@ -37,13 +37,13 @@ from .states import (
     REPLACE,
     after_receipt,
     best_match,
-    final_when_submitted,
     on_repeat,
     part_state,
+    part_state_on_resp,
     receipt_from_json,
     receipt_to_json,
     status_event,
-    submits,
+    when_all_submitted,
 )
 
 log = structlog.get_logger(__name__)
@@ -455,8 +455,8 @@ class Batch:
             pt = ps[idx] = Part(idx)
         if pt.smsc_message_id is not None:
             self._bump("resubmits_after_ok")        # its OK resp was committed before: it was sent twice
-        elif pt.state == "pending":
-            pt.state = "submitted"
+        else:
+            pt.state = part_state_on_resp(pt.state)
         pt.smsc_message_id, pt.submitted_at, pt.dirty = smsc_id, time.time(), True
         keys = receipt_id_keys(smsc_id)
         for k in keys:
@@ -464,8 +464,10 @@ class Batch:
             if (msg_id, idx) not in at:
                 at.append((msg_id, idx))
                 self.new_keys.append((smsc, k, msg_id, idx))
-        if all(x.smsc_message_id is not None for x in ps.values()) and submits(m.state, m.final):
-            self._set_state(m, SUBMITTED, final_when_submitted(m.request()))
+        if all(x.smsc_message_id is not None for x in ps.values()):
+            change = when_all_submitted(m.state, m.final, m.request())
+            if change is not None:
+                self._set_state(m, *change)
         # receipts that arrived before this resp was stored (oldest first, as they came)
         held = {h.uid: h for k in keys for h in self.held.get((smsc, k), ()) if not h.done}
         for h in sorted(held.values(), key=lambda h: (h.at, h.uid)):
