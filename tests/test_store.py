@@ -1041,6 +1041,47 @@ async def test_postgres_a_receipt_on_another_instance_is_applied_by_the_owner() 
         await drop_pg_schemas([url.rsplit("=", 1)[1]])
 
 
+async def test_postgres_a_receipt_held_while_the_resp_commits_elsewhere_wakes_only_its_owner() -> None:
+    """The race of issue 17: a receipt reaches another instance while the owner is committing the resp, so
+    neither commit sees the other. The hold's NOTIFY names the receipt's keys; the owner, which took a resp
+    with one of them, re-matches those at once (no 1 s poll: nothing calls it here). The race is played by a
+    hold written after the owner's commit with a NOTIFY from a connection of its own, as the other
+    instance's commit would; a second instance listens and leaves the receipt to the owner."""
+    from smppengine.store.pg_batch import held_notes
+    from smppengine.store.states import receipt_to_json
+
+    url = pg_store_url()
+    schema = url.rsplit("=", 1)[1]
+    a = open_store(url, "sms", instance="own")
+    b = open_store(url, "sms", instance="idle")
+    await a.open()
+    await b.open()
+    conn = await asyncpg.connect(PG_URL, server_settings={"search_path": schema})
+    try:
+        await a.accept([req("m3")], [], 3600)
+        await a.begin_attempt("m3", "x", 1, None)
+        await a.part_submitted("m3", 0, "x", "r3")
+        keys = [("x", k) for k in receipt_id_keys("r3")]
+        blob = orjson.dumps(receipt_to_json(dlr("r3")))
+        async with conn.transaction():
+            await conn.executemany("INSERT INTO held_receipts(uid, smsc, key, receipt, at) VALUES ($1,$2,$3,$4,$5)",
+                                   [("u3", smsc, k, blob, time.time()) for smsc, k in keys])
+            for note in held_notes(keys):
+                await conn.execute("SELECT pg_notify($1, $2)", f"smppengine.{schema}", note)
+        for _ in range(200):
+            if (await states(a, "m3"))[-1:] == ["delivered"]:
+                break
+            await asyncio.sleep(0.05)
+        assert await states(a, "m3") == ["queued", "submitted", "delivered"]
+        assert (await a.stats(0))["counters"].get("receipts_rematched") == 1
+        assert await conn.fetchval("SELECT count(*) FROM held_receipts") == 0
+    finally:
+        await conn.close()
+        await a.close()
+        await b.close()
+        await drop_pg_schemas([schema])
+
+
 async def test_pending_page_walks_the_backlog_in_arrival_order(store: Store) -> None:
     for i in range(7):
         await store.accept([req(f"p{i}")], [], 3600)          # one commit each: distinct created_at

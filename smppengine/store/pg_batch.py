@@ -71,36 +71,42 @@ _READ = (
 # held receipts whose key has become known, for this instance's messages
 _REMATCH = ("SELECT DISTINCT h.uid FROM held_receipts h JOIN part_keys k ON k.smsc = h.smsc AND k.key = h.key "
             "JOIN messages m ON m.id = k.msg_id WHERE m.owner = $1 OR m.owner IS NULL LIMIT 1000")
-# NOTIFY payloads of receipts held with no owner known: "held?" then "smsc<TAB>key" lines, each payload under
-# PostgreSQL's 8,000-byte limit; a key that cannot be written so makes a plain "held" (every instance looks)
+# NOTIFY payloads of held receipts: a head, then "smsc<TAB>key" lines, each payload under PostgreSQL's
+# 8,000-byte limit. "held?": held with no owner known (the resp is not committed anywhere yet); "held:OWNER\n":
+# handed over to OWNER. A key that cannot be written so makes the head alone ("held": every instance looks;
+# "held:OWNER": OWNER looks through all its held receipts).
 HELD_NOTE = "held?"
 _NOTE_MAX = 7_000
 
 
-def held_notes(keys: list[tuple[str, str]]) -> list[str]:
+def foreign_head(owner: str) -> str:
+    return f"held:{owner}\n"
+
+
+def held_notes(keys: list[tuple[str, str]], head: str = HELD_NOTE) -> list[str]:
     """The notifications telling the other instances of receipts held for these (smsc, key)s."""
     out: list[str] = []
     lines: list[str] = []
-    size = len(HELD_NOTE)
+    size = len(head)
     for smsc, key in dict.fromkeys(keys):
         line = f"{smsc}\t{key}"
-        if "\t" in smsc or "\n" in smsc or "\n" in key or len(line) > _NOTE_MAX:
-            out.append("held")
+        if "\t" in smsc or "\n" in smsc or "\n" in key or len(line) + len(head) > _NOTE_MAX:
+            out.append("held" if head == HELD_NOTE else head.rstrip("\n"))
             continue
         if lines and size + len(line) + 1 > _NOTE_MAX:
-            out.append(HELD_NOTE + "\n".join(lines))
-            lines, size = [], len(HELD_NOTE)
+            out.append(head + "\n".join(lines))
+            lines, size = [], len(head)
         lines.append(line)
         size += len(line) + 1
     if lines:
-        out.append(HELD_NOTE + "\n".join(lines))
+        out.append(head + "\n".join(lines))
     return out
 
 
-def parse_held_note(payload: str) -> list[tuple[str, str]]:
-    """The (smsc, key)s of a :func:`held_notes` payload."""
+def parse_held_note(payload: str, head: str = HELD_NOTE) -> list[tuple[str, str]]:
+    """The (smsc, key)s of a :func:`held_notes` payload that starts with ``head``."""
     out: list[tuple[str, str]] = []
-    for line in payload[len(HELD_NOTE):].split("\n"):
+    for line in payload[len(head):].split("\n"):
         smsc, sep, key = line.partition("\t")
         if sep:
             out.append((smsc, key))
@@ -116,6 +122,11 @@ _TAKE = (
 TAKE_HELD = "WITH c AS MATERIALIZED (SELECT DISTINCT uid FROM held_receipts WHERE uid = ANY($1::text[])), " + _TAKE
 # the held receipts of this instance's messages whose key has become known, found and taken in one statement
 TAKE_MINE = f"WITH c AS MATERIALIZED ({_REMATCH}), " + _TAKE
+# the same, among the receipts held for these (smsc, key)s only (those a NOTIFY named: no pass over the table)
+TAKE_KEYS = (
+    "WITH c AS MATERIALIZED (SELECT DISTINCT h.uid FROM unnest($2::text[], $3::text[]) AS u(s, k) "
+    "JOIN held_receipts h ON h.smsc = u.s AND h.key = u.k JOIN part_keys k ON k.smsc = h.smsc AND k.key = h.key "
+    "JOIN messages m ON m.id = k.msg_id WHERE m.owner = $1 OR m.owner IS NULL), " + _TAKE)
 
 
 @dataclass(slots=True)
@@ -197,6 +208,9 @@ class Batch:
     # receipt keys that point at another instance's message: (smsc, key) -> its owner
     foreign: dict[tuple[str, str], str] = field(default_factory=dict)
     want_rematch: bool = False
+    rematch_keys: set[tuple[str, str]] | None = None          # None: every held receipt of this instance's
+    # receipts handed over to another instance (their message's owner): owner -> (smsc, key)s, for the NOTIFY
+    foreign_keys: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     taken: list[Held] = field(default_factory=list)          # held receipts taken for rematch()
 
     # ------------------------------------------------------------------ load
@@ -204,7 +218,11 @@ class Batch:
         if self.want_rematch:
             # the held receipts of this instance's messages (another instance's are applied by it), taken
             # first: what they point at is loaded with the rest
-            self.taken = await self.take_held(c, TAKE_MINE, self.instance)
+            if self.rematch_keys is None:
+                self.taken = await self.take_held(c, TAKE_MINE, self.instance)
+            else:
+                rk = sorted(self.rematch_keys)
+                self.taken = await self.take_held(c, TAKE_KEYS, self.instance, [x for x, _ in rk], [k for _, k in rk])
             for h in self.taken:
                 self.want_rkeys.update((h.smsc, k) for k in h.keys)
         if not self.want_ids and not self.want_rkeys:
@@ -332,7 +350,10 @@ class Batch:
                 f"({p(self.instance, 'text')}, {p(self.heartbeat_at + self.lease_s, 'float8')}, "
                 f"{p(self.heartbeat_at, 'float8')}) "
                 "ON CONFLICT (instance) DO UPDATE SET alive_until = excluded.alive_until)")
-        notes = sorted(self.notes | set(held_notes(self.held_keys)))
+        note_set = set(self.notes) | set(held_notes(self.held_keys))
+        for owner, keys in self.foreign_keys.items():
+            note_set.update(held_notes(keys, foreign_head(owner)))
+        notes = sorted(note_set)
         if not ctes and not notes:
             return False
         tail = (f"SELECT pg_notify({p(self.channel, 'text')}, x) FROM unnest({p(notes, 'text[]')}) AS x"
@@ -520,7 +541,7 @@ class Batch:
                 # the owner writes a message's rows, so it is handed over through held_receipts (durable now:
                 # the deliver_sm is answered) and the owner is woken to apply it
                 self._bump("receipts_foreign")
-                self.notes.add("held:" + owner)
+                self.foreign_keys.setdefault(owner, []).extend((smsc, k) for k in keys)
                 return "matched"
             self._bump("receipts_held")
             # once this commits, the instance whose resp carries one of these keys (committed concurrently, or
@@ -554,11 +575,13 @@ class Batch:
             self._set_state(m, *change)
         return "matched"
 
-    def rematch(self) -> int:
+    def rematch(self, keys: list[tuple[str, str]] | None = None) -> int:
         """Receipts held while their submit_sm_resp was being committed (by this instance or another: the two
         transactions did not see each other), or handed over by another instance: the ones taken at the load
-        are applied as they arrive now (held again if their part is still unknown)."""
+        are applied as they arrive now (held again if their part is still unknown). ``keys``: look only among
+        the receipts held for these (smsc, key)s (named by a NOTIFY); None: among all."""
         notes, held_keys = set(self.notes), list(self.held_keys)
+        foreign = {o: list(k) for o, k in self.foreign_keys.items()}
         n = 0
         for h in self.taken:
             if h.done:
@@ -566,13 +589,20 @@ class Batch:
             h.done = True
             n += 1
             self.receipt(h.smsc, receipt_from_json(orjson.loads(h.receipt)))
-        self.notes, self.held_keys = notes, held_keys   # held again: nothing new for the others to look for
+        # held again: nothing new for the others to look for
+        self.notes, self.held_keys, self.foreign_keys = notes, held_keys, foreign
         if n:
             self._bump("receipts_rematched", n)
         return n
 
-    def need_rematch(self) -> None:
-        self.want_rematch = True
+    def need_rematch(self, keys: list[tuple[str, str]] | None = None) -> None:
+        if not self.want_rematch:
+            self.want_rematch = True
+            self.rematch_keys = None if keys is None else set(keys)
+        elif keys is None:
+            self.rematch_keys = None
+        elif self.rematch_keys is not None:
+            self.rematch_keys.update(keys)
 
     def outbox_delete(self, seqs: list[int]) -> None:
         self.deletes.extend(seqs)

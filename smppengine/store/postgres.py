@@ -63,7 +63,7 @@ from ..receipts import Receipt, receipt_id_keys
 from . import optouts
 from .base import AcceptResult, Active, StoreError
 from .migrations import migrate_postgres
-from .pg_batch import HELD_NOTE, NEEDS, Batch, parse_held_note
+from .pg_batch import HELD_NOTE, NEEDS, Batch, foreign_head, parse_held_note
 from .writer import GroupCommitWriter, Op
 
 log = structlog.get_logger(__name__)
@@ -182,6 +182,9 @@ class PostgresStore(GroupCommitWriter):
         self._channel = "smppengine"        # NOTIFY channel of this schema's instances (set at open)
         self._listen: Conn | None = None    # LISTENs, and holds the instance name's lock
         self._rematch_wake = asyncio.Event()
+        self._rematch_keys: set[tuple[str, str]] = set()     # to look for, named by NOTIFYs
+        self._rematch_all = False                            # look through every held receipt of this instance
+        self._foreign_head = foreign_head(instance)
         self._listen_task: asyncio.Task[None] | None = None
         self._writer_pid = 0                # the writer connection's backend: its own NOTIFYs are not news
         # hashes of (smsc, key) of the resps taken lately, in two generations (see RECENT_KEYS_S)
@@ -261,14 +264,19 @@ class PostgresStore(GroupCommitWriter):
             self.outbox_ready.set()
         elif pid == self._writer_pid:
             return      # this instance's own hold: a resp of its own that comes later finds it in its commit
-        elif payload == "held:" + self.instance:
-            self._rematch_wake.set()        # a receipt for one of this instance's messages, handed over
+        elif payload.startswith(self._foreign_head):
+            # receipts for this instance's messages, handed over: take those held for these keys
+            self._rematch_keys.update(parse_held_note(payload, self._foreign_head))
+            self._rematch_wake.set()
         elif payload.startswith(HELD_NOTE):
             # held with no owner known: look only when one of its keys is of a resp this instance took lately
             # (its commit may have raced the hold); a resp not taken yet finds the held receipt in its commit
-            if any(self._recent_key(smsc, key) for smsc, key in parse_held_note(payload)):
+            mine = [(smsc, key) for smsc, key in parse_held_note(payload) if self._recent_key(smsc, key)]
+            if mine:
+                self._rematch_keys.update(mine)
                 self._rematch_wake.set()
-        elif payload == "held":
+        elif payload == "held" or payload == self._foreign_head.rstrip("\n"):
+            self._rematch_all = True        # no keys said: look through every held receipt of this instance
             self._rematch_wake.set()
 
     def _note_keys(self, smsc: str, smsc_id: str) -> None:
@@ -306,13 +314,19 @@ class PostgresStore(GroupCommitWriter):
                     log.warning("store_listen_failed", instance=self.instance, error=str(exc) or type(exc).__name__)
                     continue
                 log.warning("store_reconnected", instance=self.instance, connection="listener")
-                self._rematch_wake.set()        # what was held meanwhile
+                self._rematch_all = True        # what was held meanwhile (its NOTIFY was lost)
+                self._rematch_wake.set()
                 self._outbox_gen += 1           # rows written for this one meanwhile (their NOTIFY was lost)
                 self.outbox_ready.set()
             if self._rematch_wake.is_set():
                 self._rematch_wake.clear()
+                keys, self._rematch_keys = self._rematch_keys, set()
+                full, self._rematch_all = self._rematch_all, False
                 try:
-                    await self.rematch_held()
+                    if full:
+                        await self.rematch_held()
+                    elif keys:
+                        await self._call(Batch.rematch, sorted(keys))
                 except Exception as exc:  # noqa: BLE001 - logged by the writer; the lease loop tries again
                     log.warning("rematch_failed", error=str(exc))
 
