@@ -26,6 +26,13 @@ Per run (in "runs"), beside msg_s (full life) and submit_msg_s:
                    the submit's record time) -> `delivered` event received by the load client; an upper
                    bound of "receipt arrives at the engine -> delivered" (it includes the receipt's way to
                    the engine). Meaningful with --rate; in a burst it measures the queue.
+  receipt_stages_ms  where that time goes (p50/p99/max): simulator -> the owner's writer applies the resp
+                   (resp_applied) and the receipt (receipt_applied; receipt_after_resp: how long after the resp,
+                   0 in the same group commit), the receipt applied -> `delivered` at the load client
+                   (event_published: the commit, the outbox read, the publish); from the parts' submitted_at /
+                   receipt_at and the events table, read before the schema is dropped
+  receipt_counters receipts_held (no owner known yet), receipts_foreign (handed over to the owner),
+                   receipts_rematched, receipts_late (the simulator re-sent a receipt not answered within 10 s)
   instances        per instance: messages it owns, msg share, engine CPU ms per own message, engine busy %
                    (CPU / wall time), its PostgreSQL backends' CPU ms per own message, and in netns modes
                    the chunks its PostgreSQL link carried per own message each way (round trips, lower bound)
