@@ -1100,3 +1100,20 @@ async def test_pending_page_walks_the_backlog_in_arrival_order(store: Store) -> 
     assert seen == ["p0", "p1", "p2", "p4", "p5", "p6", "retry-me"]
     retry = (await store.pending_page((0.0, ""), 100))[-1]
     assert retry.state == "retrying" and retry.next_attempt_at is not None and retry.created_at > 0
+
+
+def test_held_receipt_notifications_name_their_keys_within_postgresql_payload_limit() -> None:
+    """The NOTIFY payloads of held receipts (pg_batch.held_notes): every key once, each payload under
+    PostgreSQL's 8,000 bytes (counted in bytes), a key that cannot be written as a line makes the head alone
+    (every instance, or the owner, then looks through all its held receipts)."""
+    from smppengine.store.pg_batch import HELD_NOTE, foreign_head, held_notes, parse_held_note
+
+    keys = [("smsc-a", f"s:é{i:05d}") for i in range(3000)] + [("smsc-a", "s:é00001")]
+    notes = held_notes(keys)
+    assert len(notes) > 1 and all(len(n.encode()) < 8000 for n in notes)
+    assert [k for n in notes for k in parse_held_note(n)] == keys[:-1]
+    head = foreign_head("gw1")
+    assert held_notes([("a", "s:1\nx"), ("a", "s:2")], head) == ["held:gw1", "held:gw1\na\ts:2"]
+    assert held_notes([("a\tb", "s:1")]) == ["held"]
+    assert parse_held_note(held_notes([("a", "s:2")], head)[0], head) == [("a", "s:2")]
+    assert held_notes([]) == [] and HELD_NOTE == "held?"

@@ -87,17 +87,19 @@ def held_notes(keys: list[tuple[str, str]], head: str = HELD_NOTE) -> list[str]:
     """The notifications telling the other instances of receipts held for these (smsc, key)s."""
     out: list[str] = []
     lines: list[str] = []
-    size = len(head)
+    base = len(head.encode())
+    size = base
     for smsc, key in dict.fromkeys(keys):
         line = f"{smsc}\t{key}"
-        if "\t" in smsc or "\n" in smsc or "\n" in key or len(line) + len(head) > _NOTE_MAX:
+        n = len(line.encode())          # PostgreSQL's limit is in bytes
+        if "\t" in smsc or "\n" in smsc or "\n" in key or "\x00" in line or n + base > _NOTE_MAX:
             out.append("held" if head == HELD_NOTE else head.rstrip("\n"))
             continue
-        if lines and size + len(line) + 1 > _NOTE_MAX:
+        if lines and size + n + 1 > _NOTE_MAX:
             out.append(head + "\n".join(lines))
-            lines, size = [], len(head)
+            lines, size = [], base
         lines.append(line)
-        size += len(line) + 1
+        size += n + 1
     if lines:
         out.append(head + "\n".join(lines))
     return out
