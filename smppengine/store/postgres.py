@@ -104,9 +104,9 @@ RECONNECT_S = 60.0
 # An acknowledged outbox row's DELETE waits up to this long for another operation to commit with (it wakes no
 # commit of its own: at moderate rates one commit per PUBACKed batch was ~2 of the ~7 commits per message)
 OUTBOX_DELETE_LAZY_S = 0.05
-# The correlation keys of the submit_sm_resps this instance took in the last RECENT_KEYS_S to 2 x RECENT_KEYS_S
-# seconds: a receipt held by another instance for one of them (its commit raced this one's) is re-matched here
-# at once; for older ones the lease loop's re-match (every min(1 s, lease_s / 3)) remains
+# The correlation keys of the submit_sm_resps this instance took or committed in the last RECENT_KEYS_S to
+# 2 x RECENT_KEYS_S seconds: a receipt held by another instance for one of them (its commit raced this one's)
+# is re-matched here at once; for older ones the lease loop's re-match (every min(1 s, lease_s / 3)) remains
 RECENT_KEYS_S = 5.0
 # outbox_fetch queries at least this often even when it knows nothing new can be there (a safety net)
 OUTBOX_REREAD_S = 1.0
@@ -534,12 +534,14 @@ class PostgresStore(GroupCommitWriter):
     async def part_submitted(self, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
         self._note_keys(smsc, smsc_id)
         await self._call(Batch.part_submitted, msg_id, idx, smsc, smsc_id)
+        self._note_keys(smsc, smsc_id)      # again once committed: a commit that waited long keeps its window
 
     async def submitted_one(self, msg_id: str, smsc: str, smsc_id: str) -> None:
         """``begin_attempt(msg_id, smsc, 1, None)`` and ``part_submitted(msg_id, 0, smsc, smsc_id)`` in one
         operation (the store interface's; the dispatcher uses it on a store of one instance only)."""
         self._note_keys(smsc, smsc_id)
         await self._call(Batch.submitted_one, msg_id, smsc, smsc_id)
+        self._note_keys(smsc, smsc_id)      # again once committed: a commit that waited long keeps its window
 
     async def retrying(self, msg_id: str, next_at: float, error: dict[str, Any]) -> None:
         await self._call(Batch.retrying, msg_id, next_at, error)
