@@ -118,7 +118,7 @@ class BenchBroker(Mosquitto):
         lines = [ln for ln in conf.read_text().splitlines()
                  if not ln.startswith(("max_queued_messages", "max_inflight_messages"))]
         lines += [f"max_inflight_messages {self.inflight}", "max_queued_messages 10000000",
-                  "max_queued_bytes 0", "sys_interval 0"]
+                  "max_queued_bytes 0", "sys_interval 0", "set_tcp_nodelay true"]
         conf.write_text("\n".join(lines) + "\n")
         return conf
 

@@ -26,6 +26,13 @@ Per run (in "runs"), beside msg_s (full life) and submit_msg_s:
                    the submit's record time) -> `delivered` event received by the load client; an upper
                    bound of "receipt arrives at the engine -> delivered" (it includes the receipt's way to
                    the engine). Meaningful with --rate; in a burst it measures the queue.
+  receipt_stages_ms  where that time goes (p50/p99/max): simulator -> the owner's writer applies the resp
+                   (resp_applied) and the receipt (receipt_applied; receipt_after_resp: how long after the resp,
+                   0 in the same group commit), the receipt applied -> `delivered` at the load client
+                   (event_published: the commit, the outbox read, the publish); from the parts' submitted_at /
+                   receipt_at and the events table, read before the schema is dropped
+  receipt_counters receipts_held (no owner known yet), receipts_foreign (handed over to the owner),
+                   receipts_rematched, receipts_late (the simulator re-sent a receipt not answered within 10 s)
   instances        per instance: messages it owns, msg share, engine CPU ms per own message, engine busy %
                    (CPU / wall time), its PostgreSQL backends' CPU ms per own message, and in netns modes
                    the chunks its PostgreSQL link carried per own message each way (round trips, lower bound)
@@ -155,6 +162,32 @@ class PgWatch:
         rows = await self.conn.fetch(f'SELECT owner, count(*) AS n FROM "{schema}".messages GROUP BY owner')
         return {str(r["owner"]): int(r["n"]) for r in rows}
 
+    async def receipt_times(self, schema: str, tag: str) -> dict[int, tuple[float, float, float]]:
+        """{i: (submitted_at, receipt_at, delivered event at)} (wall clock, the engines' time.time()) of the
+        one-part messages of this run: when the owner's writer applied the submit_sm_resp, the receipt, and
+        wrote the `delivered` event."""
+        assert self.conn is not None
+        rows = await self.conn.fetch(
+            f'SELECT p.msg_id, p.submitted_at, p.receipt_at, (SELECT min(e.at) FROM "{schema}".events e '
+            f"WHERE e.msg_id = p.msg_id AND e.state = 'delivered') AS ev "
+            f'FROM "{schema}".parts p WHERE p.idx = 0')
+        marker = f"-{tag}-"
+        out: dict[int, tuple[float, float, float]] = {}
+        for r in rows:
+            _, mark, tail = str(r["msg_id"]).partition(marker)
+            if mark and r["submitted_at"] and r["receipt_at"] and r["ev"]:
+                out[int(tail)] = (float(r["submitted_at"]), float(r["receipt_at"]), float(r["ev"]))
+        return out
+
+    async def counters(self, schema: str) -> dict[str, dict[str, int]]:
+        """{instance: {counter: value}} (counter_rows, per instance)."""
+        assert self.conn is not None
+        rows = await self.conn.fetch(f'SELECT instance, name, value FROM "{schema}".counter_rows')
+        out: dict[str, dict[str, int]] = {}
+        for r in rows:
+            out.setdefault(str(r["instance"]), {})[str(r["name"])] = int(r["value"])
+        return out
+
     async def drop(self, schema: str) -> None:
         assert self.conn is not None
         await self.conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -164,6 +197,35 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     """CPU of the backends between two samples (a backend new since `before` counts from 0; one gone since
     is not counted: the engines keep their connections open, so none should go)."""
     return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
+def receipt_stages(sim_at: list[float], t_final: list[float], stamps: dict[int, tuple[float, float, float]],
+                   wall_minus_mono: float) -> dict[str, dict[str, float]]:
+    """Where the receipt -> `delivered` time goes, p50/p99/max per stage (ms), from the simulator's send (its
+    submit_sm_resp and receipt leave together) to the load client's receipt of the event:
+      resp_applied       simulator -> the owner's writer applies the submit_sm_resp (in a group commit)
+      receipt_applied    simulator -> the owner's writer applies the receipt (directly, or after a hand-over
+                         through held_receipts)
+      receipt_after_resp the receipt applied after the resp (0 when in the same group commit)
+      event_published    the receipt applied -> the `delivered` event at the load client (the commit, the
+                         outbox read, the publish, the broker)"""
+    stages: dict[str, list[float]] = {"resp_applied": [], "receipt_applied": [], "receipt_after_resp": [],
+                                      "event_published": []}
+    for i, (sub, rec, _ev) in stamps.items():
+        s, f = sim_at[i], t_final[i]
+        if not s or not f:
+            continue
+        stages["resp_applied"].append((sub - wall_minus_mono - s) * 1000)
+        stages["receipt_applied"].append((rec - wall_minus_mono - s) * 1000)
+        stages["receipt_after_resp"].append((rec - sub) * 1000)
+        stages["event_published"].append((f - (rec - wall_minus_mono)) * 1000)
+    out: dict[str, dict[str, float]] = {}
+    for name, xs in stages.items():
+        xs.sort()
+        if xs:
+            out[name] = {"p50": round(percentile(xs, 50), 1), "p99": round(percentile(xs, 99), 1),
+                         "max": round(xs[-1], 1)}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -356,6 +418,7 @@ async def one_run(k: int, mode: str, args: argparse.Namespace, work: Path, pg: P
         db0 = await pg.db_stats()
         be0 = await pg.backend_cpu()
 
+        wall_minus_mono = time.time() - time.monotonic()
         t0 = time.monotonic()
         if args.rate > 0:
             await publish_rate(pub, tag, n, args.rate)
@@ -380,6 +443,8 @@ async def one_run(k: int, mode: str, args: argparse.Namespace, work: Path, pg: P
         db1 = await pg.db_stats()
         await asyncio.sleep(args.grace)
         owners = await pg.owners(schema)
+        stamps = await pg.receipt_times(schema, tag)
+        counters = await pg.counters(schema)
 
         per_msg = 1000.0 / n
         pg_cpu_by_role = {role: cpu_delta(be0.get(role, {}), be1.get(role, {})) for role in be1}
@@ -406,6 +471,10 @@ async def one_run(k: int, mode: str, args: argparse.Namespace, work: Path, pg: P
         out["receipt_to_delivered_p50_ms"] = round(percentile(lat, 50), 1)
         out["receipt_to_delivered_p99_ms"] = round(percentile(lat, 99), 1)
         out["receipt_to_delivered_max_ms"] = round(lat[-1], 1) if lat else None
+        out["receipt_stages_ms"] = receipt_stages(at, t_final, stamps, wall_minus_mono)
+        out["receipt_counters"] = {
+            name: sum(c.get(name, 0) for c in counters.values())
+            for name in ("receipts_held", "receipts_foreign", "receipts_rematched", "receipts_late")}
         inst = []
         for i, e in enumerate(engines):
             own = owners.get(f"b{i}", 0)

@@ -67,3 +67,21 @@ def test_a_repeated_id_replaces_only_a_request_rejected_before_any_submit() -> N
     assert submits("queued", False) and submits("retrying", False)
     assert not submits("submitted", False) and not submits("enroute", False) and not submits("failed", True)
     assert final_when_submitted({"dlr": False}) and not final_when_submitted({})
+
+
+def test_every_part_submitted_makes_the_message_submitted_final_without_receipt() -> None:
+    from smppengine.store.states import when_all_submitted
+
+    assert when_all_submitted("queued", False, {"id": "a"}) == ("submitted", False)
+    assert when_all_submitted("retrying", False, b'{"id": "a", "dlr": false}') == ("submitted", True)
+    # a receipt moved it on already (held, applied before the last resp), or it is final: no change
+    assert when_all_submitted("enroute", False, {"id": "a"}) is None
+    assert when_all_submitted("submitted", False, {"id": "a"}) is None
+    assert when_all_submitted("delivered", True, {"id": "a"}) is None
+
+
+def test_a_part_resp_makes_pending_submitted_and_keeps_a_receipt_state() -> None:
+    from smppengine.store.states import part_state_on_resp
+
+    assert part_state_on_resp("pending") == "submitted"
+    assert part_state_on_resp("delivered") == "delivered"

@@ -1041,6 +1041,47 @@ async def test_postgres_a_receipt_on_another_instance_is_applied_by_the_owner() 
         await drop_pg_schemas([url.rsplit("=", 1)[1]])
 
 
+async def test_postgres_a_receipt_held_while_the_resp_commits_elsewhere_wakes_only_its_owner() -> None:
+    """The race of issue 17: a receipt reaches another instance while the owner is committing the resp, so
+    neither commit sees the other. The hold's NOTIFY names the receipt's keys; the owner, which took a resp
+    with one of them, re-matches those at once (no 1 s poll: nothing calls it here). The race is played by a
+    hold written after the owner's commit with a NOTIFY from a connection of its own, as the other
+    instance's commit would; a second instance listens and leaves the receipt to the owner."""
+    from smppengine.store.pg_batch import held_notes
+    from smppengine.store.states import receipt_to_json
+
+    url = pg_store_url()
+    schema = url.rsplit("=", 1)[1]
+    a = open_store(url, "sms", instance="own")
+    b = open_store(url, "sms", instance="idle")
+    await a.open()
+    await b.open()
+    conn = await asyncpg.connect(PG_URL, server_settings={"search_path": schema})
+    try:
+        await a.accept([req("m3")], [], 3600)
+        await a.begin_attempt("m3", "x", 1, None)
+        await a.part_submitted("m3", 0, "x", "r3")
+        keys = [("x", k) for k in receipt_id_keys("r3")]
+        blob = orjson.dumps(receipt_to_json(dlr("r3")))
+        async with conn.transaction():
+            await conn.executemany("INSERT INTO held_receipts(uid, smsc, key, receipt, at) VALUES ($1,$2,$3,$4,$5)",
+                                   [("u3", smsc, k, blob, time.time()) for smsc, k in keys])
+            for note in held_notes(keys):
+                await conn.execute("SELECT pg_notify($1, $2)", f"smppengine.{schema}", note)
+        for _ in range(200):
+            if (await states(a, "m3"))[-1:] == ["delivered"]:
+                break
+            await asyncio.sleep(0.05)
+        assert await states(a, "m3") == ["queued", "submitted", "delivered"]
+        assert (await a.stats(0))["counters"].get("receipts_rematched") == 1
+        assert await conn.fetchval("SELECT count(*) FROM held_receipts") == 0
+    finally:
+        await conn.close()
+        await a.close()
+        await b.close()
+        await drop_pg_schemas([schema])
+
+
 async def test_pending_page_walks_the_backlog_in_arrival_order(store: Store) -> None:
     for i in range(7):
         await store.accept([req(f"p{i}")], [], 3600)          # one commit each: distinct created_at
@@ -1059,3 +1100,20 @@ async def test_pending_page_walks_the_backlog_in_arrival_order(store: Store) -> 
     assert seen == ["p0", "p1", "p2", "p4", "p5", "p6", "retry-me"]
     retry = (await store.pending_page((0.0, ""), 100))[-1]
     assert retry.state == "retrying" and retry.next_attempt_at is not None and retry.created_at > 0
+
+
+def test_held_receipt_notifications_name_their_keys_within_postgresql_payload_limit() -> None:
+    """The NOTIFY payloads of held receipts (pg_batch.held_notes): every key once, each payload under
+    PostgreSQL's 8,000 bytes (counted in bytes), a key that cannot be written as a line makes the head alone
+    (every instance, or the owner, then looks through all its held receipts)."""
+    from smppengine.store.pg_batch import HELD_NOTE, foreign_head, held_notes, parse_held_note
+
+    keys = [("smsc-a", f"s:é{i:05d}") for i in range(3000)] + [("smsc-a", "s:é00001")]
+    notes = held_notes(keys)
+    assert len(notes) > 1 and all(len(n.encode()) < 8000 for n in notes)
+    assert [k for n in notes for k in parse_held_note(n)] == keys[:-1]
+    head = foreign_head("gw1")
+    assert held_notes([("a", "s:1\nx"), ("a", "s:2")], head) == ["held:gw1", "held:gw1\na\ts:2"]
+    assert held_notes([("a\tb", "s:1")]) == ["held"]
+    assert parse_held_note(held_notes([("a", "s:2")], head)[0], head) == [("a", "s:2")]
+    assert held_notes([]) == [] and HELD_NOTE == "held?"

@@ -17,6 +17,7 @@ connection gets its handlers and reads replaced (:meth:`PahoWire.hook_handlers`,
 from __future__ import annotations
 
 import inspect
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -108,11 +109,23 @@ def prepare(client: aiomqtt.Client, on_connack: Callable[[Any], None]) -> PahoWi
     aiomqtt_on_connect = paho.on_connect      # aiomqtt's handler: it resolves `async with client`
 
     def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        _nodelay(c)
         on_connack(properties)
         aiomqtt_on_connect(c, userdata, flags, reason, properties)
 
     paho.on_connect = on_connect
     return PahoWire(paho)
+
+
+def _nodelay(paho: Any) -> None:
+    """TCP_NODELAY on the broker connection (paho leaves Nagle's algorithm on; asyncio's own sockets have it
+    off): with Nagle, a PUBLISH written while the previous write is not yet ACKed waits for the broker's delayed
+    ACK, up to 40 ms on Linux -- measured: the outbox's PUBACK p50 40 ms at 20 msg/s."""
+    sock = paho.socket()
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):      # not a TCP socket (a websocket wrapper, a Unix socket)
+        pass
 
 
 class PahoWire:

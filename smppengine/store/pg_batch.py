@@ -29,7 +29,7 @@ import asyncpg
 import orjson
 import structlog
 
-from ..model import QUEUED, REJECTED, RETRYING, SUBMITTED, Rejection, Request, error, iso
+from ..model import QUEUED, REJECTED, RETRYING, Rejection, Request, error, iso
 from ..receipts import Receipt, receipt_id_keys
 from .base import AcceptResult
 from .states import (
@@ -37,13 +37,13 @@ from .states import (
     REPLACE,
     after_receipt,
     best_match,
-    final_when_submitted,
     on_repeat,
     part_state,
+    part_state_on_resp,
     receipt_from_json,
     receipt_to_json,
     status_event,
-    submits,
+    when_all_submitted,
 )
 
 log = structlog.get_logger(__name__)
@@ -71,13 +71,64 @@ _READ = (
 # held receipts whose key has become known, for this instance's messages
 _REMATCH = ("SELECT DISTINCT h.uid FROM held_receipts h JOIN part_keys k ON k.smsc = h.smsc AND k.key = h.key "
             "JOIN messages m ON m.id = k.msg_id WHERE m.owner = $1 OR m.owner IS NULL LIMIT 1000")
+# NOTIFY payloads of held receipts: a head, then "smsc<TAB>key" lines, each payload under PostgreSQL's
+# 8,000-byte limit. "held?": held with no owner known (the resp is not committed anywhere yet); "held:OWNER\n":
+# handed over to OWNER. A key that cannot be written so makes the head alone ("held": every instance looks;
+# "held:OWNER": OWNER looks through all its held receipts).
+HELD_NOTE = "held?"
+_NOTE_MAX = 7_000
+
+
+def foreign_head(owner: str) -> str:
+    return f"held:{owner}\n"
+
+
+def held_notes(keys: list[tuple[str, str]], head: str = HELD_NOTE) -> list[str]:
+    """The notifications telling the other instances of receipts held for these (smsc, key)s."""
+    out: list[str] = []
+    lines: list[str] = []
+    base = len(head.encode())
+    size = base
+    for smsc, key in dict.fromkeys(keys):
+        line = f"{smsc}\t{key}"
+        n = len(line.encode())          # PostgreSQL's limit is in bytes
+        if "\t" in smsc or "\n" in smsc or "\n" in key or "\x00" in line or n + base > _NOTE_MAX:
+            out.append("held" if head == HELD_NOTE else head.rstrip("\n"))
+            continue
+        if lines and size + n + 1 > _NOTE_MAX:
+            out.append(head + "\n".join(lines))
+            lines, size = [], base
+        lines.append(line)
+        size += n + 1
+    if lines:
+        out.append(head + "\n".join(lines))
+    return out
+
+
+def parse_held_note(payload: str, head: str = HELD_NOTE) -> list[tuple[str, str]]:
+    """The (smsc, key)s of a :func:`held_notes` payload that starts with ``head``."""
+    out: list[tuple[str, str]] = []
+    for line in payload[len(head):].split("\n"):
+        smsc, sep, key = line.partition("\t")
+        if sep:
+            out.append((smsc, key))
+    return out
+
+
 # held receipts taken: a transaction-scoped try-lock per receipt (never waited for: a receipt another writer
 # is taking is left to it), then deleted; what comes back is what this transaction applies
-TAKE_HELD = (
-    "WITH c AS MATERIALIZED (SELECT DISTINCT uid FROM held_receipts WHERE uid = ANY($1::text[])), "
+_TAKE = (
     "l AS MATERIALIZED (SELECT uid FROM c WHERE pg_try_advisory_xact_lock(hashtextextended('smppengine.held.' "
     "|| uid, 0))) "
     "DELETE FROM held_receipts h USING l WHERE h.uid = l.uid RETURNING h.uid, h.smsc, h.key, h.receipt, h.at")
+TAKE_HELD = "WITH c AS MATERIALIZED (SELECT DISTINCT uid FROM held_receipts WHERE uid = ANY($1::text[])), " + _TAKE
+# the held receipts of this instance's messages whose key has become known, found and taken in one statement
+TAKE_MINE = f"WITH c AS MATERIALIZED ({_REMATCH}), " + _TAKE
+# the same, among the receipts held for these (smsc, key)s only (those a NOTIFY named: no pass over the table)
+TAKE_KEYS = (
+    "WITH c AS MATERIALIZED (SELECT DISTINCT h.uid FROM unnest($2::text[], $3::text[]) AS u(s, k) "
+    "JOIN held_receipts h ON h.smsc = u.s AND h.key = u.k JOIN part_keys k ON k.smsc = h.smsc AND k.key = h.key "
+    "JOIN messages m ON m.id = k.msg_id WHERE m.owner = $1 OR m.owner IS NULL), " + _TAKE)
 
 
 @dataclass(slots=True)
@@ -148,6 +199,9 @@ class Batch:
     deletes: list[int] = field(default_factory=list)
     heartbeat_at: float | None = None
     notes: set[str] = field(default_factory=set)
+    # keys of receipts held with no owner known (their part's submit_sm_resp not committed anywhere yet): the
+    # commit NOTIFYs them, and only an instance that has just taken a resp with one of these keys re-matches
+    held_keys: list[tuple[str, str]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     want_ids: set[str] = field(default_factory=set)
     want_rkeys: set[tuple[str, str]] = field(default_factory=set)
@@ -156,6 +210,9 @@ class Batch:
     # receipt keys that point at another instance's message: (smsc, key) -> its owner
     foreign: dict[tuple[str, str], str] = field(default_factory=dict)
     want_rematch: bool = False
+    rematch_keys: set[tuple[str, str]] | None = None          # None: every held receipt of this instance's
+    # receipts handed over to another instance (their message's owner): owner -> (smsc, key)s, for the NOTIFY
+    foreign_keys: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     taken: list[Held] = field(default_factory=list)          # held receipts taken for rematch()
 
     # ------------------------------------------------------------------ load
@@ -163,11 +220,13 @@ class Batch:
         if self.want_rematch:
             # the held receipts of this instance's messages (another instance's are applied by it), taken
             # first: what they point at is loaded with the rest
-            uids = [r[0] for r in await c.fetch(_REMATCH, self.instance)]
-            if uids:
-                self.taken = await self.take_held(c, uids)
-                for h in self.taken:
-                    self.want_rkeys.update((h.smsc, k) for k in h.keys)
+            if self.rematch_keys is None:
+                self.taken = await self.take_held(c, TAKE_MINE, self.instance)
+            else:
+                rk = sorted(self.rematch_keys)
+                self.taken = await self.take_held(c, TAKE_KEYS, self.instance, [x for x, _ in rk], [k for _, k in rk])
+            for h in self.taken:
+                self.want_rkeys.update((h.smsc, k) for k in h.keys)
         if not self.want_ids and not self.want_rkeys:
             return
         rk = sorted(self.want_rkeys)
@@ -181,6 +240,7 @@ class Batch:
             return
         hk = sorted(self.want_hkeys)
         got = await c.fetchrow(_READ, list(self.msgs), rs, rkk, [s for s, _ in hk], [k for _, k in hk])
+        assert got is not None      # a SELECT of three subqueries: always one row
         for msg_id, idx, sid, state, sub_at, stat, rec_at in orjson.loads(got[0] or "[]"):
             self.parts[msg_id][idx] = Part(idx, sid, state, sub_at, stat, rec_at)
         for smsc, key, msg_id, idx, owner in orjson.loads(got[1] or "[]"):
@@ -190,12 +250,13 @@ class Batch:
                 self.foreign[(smsc, key)] = owner
         uids = orjson.loads(got[2] or "[]")
         if uids:
-            await self.take_held(c, uids)
+            await self.take_held(c, TAKE_HELD, uids)
 
-    async def take_held(self, c: asyncpg.Connection, uids: list[str]) -> list[Held]:
-        """Take (try-lock and delete) these held receipts; returns those taken, oldest first."""
+    async def take_held(self, c: asyncpg.Connection, sql: str, *args: Any) -> list[Held]:
+        """Take (try-lock and delete) the held receipts ``sql`` finds (TAKE_HELD: these uids, TAKE_MINE: those
+        whose key has become known for this instance's messages); returns those taken, oldest first."""
         taken: dict[str, Held] = {}
-        for uid, smsc, key, blob, at in await c.fetch(TAKE_HELD, uids):
+        for uid, smsc, key, blob, at in await c.fetch(sql, *args):
             h = taken.get(uid)
             if h is None:
                 h = taken[uid] = Held(uid, smsc, [], bytes(blob), float(at), stored=True)
@@ -291,10 +352,14 @@ class Batch:
                 f"({p(self.instance, 'text')}, {p(self.heartbeat_at + self.lease_s, 'float8')}, "
                 f"{p(self.heartbeat_at, 'float8')}) "
                 "ON CONFLICT (instance) DO UPDATE SET alive_until = excluded.alive_until)")
-        if not ctes and not self.notes:
+        note_set = set(self.notes) | set(held_notes(self.held_keys))
+        for owner, keys in self.foreign_keys.items():
+            note_set.update(held_notes(keys, foreign_head(owner)))
+        notes = sorted(note_set)
+        if not ctes and not notes:
             return False
-        tail = (f"SELECT pg_notify({p(self.channel, 'text')}, x) FROM unnest({p(sorted(self.notes), 'text[]')}) AS x"
-                if self.notes else "SELECT 1")
+        tail = (f"SELECT pg_notify({p(self.channel, 'text')}, x) FROM unnest({p(notes, 'text[]')}) AS x"
+                if notes else "SELECT 1")
         sql = ("WITH " + ", ".join(ctes) + " " + tail) if ctes else tail
         await c.execute(sql, *params)
         return bool(self.events)
@@ -302,7 +367,8 @@ class Batch:
     # ------------------------------------------------------------------ helpers
     def _ids(self, msg_id: str) -> list[str]:
         ps = self.parts.get(msg_id, {})
-        return [ps[i].smsc_message_id for i in sorted(ps) if ps[i].smsc_message_id is not None]  # type: ignore[misc]
+        ids = (ps[i].smsc_message_id for i in sorted(ps))
+        return [x for x in ids if x is not None]
 
     def _emit(self, m: Msg | None, msg_id: str | None, state: str, err: Any = None,
               extra: dict[str, Any] | None = None) -> None:
@@ -412,8 +478,8 @@ class Batch:
             pt = ps[idx] = Part(idx)
         if pt.smsc_message_id is not None:
             self._bump("resubmits_after_ok")        # its OK resp was committed before: it was sent twice
-        elif pt.state == "pending":
-            pt.state = "submitted"
+        else:
+            pt.state = part_state_on_resp(pt.state)
         pt.smsc_message_id, pt.submitted_at, pt.dirty = smsc_id, time.time(), True
         keys = receipt_id_keys(smsc_id)
         for k in keys:
@@ -421,8 +487,10 @@ class Batch:
             if (msg_id, idx) not in at:
                 at.append((msg_id, idx))
                 self.new_keys.append((smsc, k, msg_id, idx))
-        if all(x.smsc_message_id is not None for x in ps.values()) and submits(m.state, m.final):
-            self._set_state(m, SUBMITTED, final_when_submitted(m.request()))
+        if all(x.smsc_message_id is not None for x in ps.values()):
+            change = when_all_submitted(m.state, m.final, m.request())
+            if change is not None:
+                self._set_state(m, *change)
         # receipts that arrived before this resp was stored (oldest first, as they came)
         held = {h.uid: h for k in keys for h in self.held.get((smsc, k), ()) if not h.done}
         for h in sorted(held.values(), key=lambda h: (h.at, h.uid)):
@@ -475,10 +543,12 @@ class Batch:
                 # the owner writes a message's rows, so it is handed over through held_receipts (durable now:
                 # the deliver_sm is answered) and the owner is woken to apply it
                 self._bump("receipts_foreign")
-                self.notes.add("held:" + owner)
+                self.foreign_keys.setdefault(owner, []).extend((smsc, k) for k in keys)
                 return "matched"
             self._bump("receipts_held")
-            self.notes.add("held")          # every instance looks for its part once this commits
+            # once this commits, the instance whose resp carries one of these keys (committed concurrently, or
+            # still to come) looks for it; the others ignore the notification
+            self.held_keys.extend((smsc, k) for k in keys)
             return "held"
         if len({(m, i) for _, m, i in rows}) == 1:
             _, msg_id, idx = rows[0]
@@ -507,11 +577,13 @@ class Batch:
             self._set_state(m, *change)
         return "matched"
 
-    def rematch(self) -> int:
+    def rematch(self, keys: list[tuple[str, str]] | None = None) -> int:
         """Receipts held while their submit_sm_resp was being committed (by this instance or another: the two
         transactions did not see each other), or handed over by another instance: the ones taken at the load
-        are applied as they arrive now (held again if their part is still unknown)."""
-        notes = set(self.notes)
+        are applied as they arrive now (held again if their part is still unknown). ``keys``: look only among
+        the receipts held for these (smsc, key)s (named by a NOTIFY); None: among all."""
+        notes, held_keys = set(self.notes), list(self.held_keys)
+        foreign = {o: list(k) for o, k in self.foreign_keys.items()}
         n = 0
         for h in self.taken:
             if h.done:
@@ -519,13 +591,20 @@ class Batch:
             h.done = True
             n += 1
             self.receipt(h.smsc, receipt_from_json(orjson.loads(h.receipt)))
-        self.notes = notes      # held again: nothing new for the other instances to look for
+        # held again: nothing new for the others to look for
+        self.notes, self.held_keys, self.foreign_keys = notes, held_keys, foreign
         if n:
             self._bump("receipts_rematched", n)
         return n
 
-    def need_rematch(self) -> None:
-        self.want_rematch = True
+    def need_rematch(self, keys: list[tuple[str, str]] | None = None) -> None:
+        if not self.want_rematch:
+            self.want_rematch = True
+            self.rematch_keys = None if keys is None else set(keys)
+        elif keys is None:
+            self.rematch_keys = None
+        elif self.rematch_keys is not None:
+            self.rematch_keys.update(keys)
 
     def outbox_delete(self, seqs: list[int]) -> None:
         self.deletes.extend(seqs)

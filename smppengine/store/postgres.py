@@ -59,11 +59,11 @@ from ..model import (
     Request,
     iso,
 )
-from ..receipts import Receipt
+from ..receipts import Receipt, receipt_id_keys
 from . import optouts
 from .base import AcceptResult, Active, StoreError
 from .migrations import migrate_postgres
-from .pg_batch import NEEDS, Batch
+from .pg_batch import HELD_NOTE, NEEDS, Batch, foreign_head, parse_held_note
 from .writer import GroupCommitWriter, Op
 
 log = structlog.get_logger(__name__)
@@ -101,6 +101,15 @@ _CONN_LOST: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,     # the protocol broke off mid-operation (connection killed)
 )
 RECONNECT_S = 60.0
+# An acknowledged outbox row's DELETE waits up to this long for another operation to commit with (it wakes no
+# commit of its own: at moderate rates one commit per PUBACKed batch was ~2 of the ~7 commits per message)
+OUTBOX_DELETE_LAZY_S = 0.05
+# The correlation keys of the submit_sm_resps this instance took or committed in the last RECENT_KEYS_S to
+# 2 x RECENT_KEYS_S seconds: a receipt held by another instance for one of them (its commit raced this one's)
+# is re-matched here at once; for older ones the lease loop's re-match (every min(1 s, lease_s / 3)) remains
+RECENT_KEYS_S = 5.0
+# outbox_fetch queries at least this often even when it knows nothing new can be there (a safety net)
+OUTBOX_REREAD_S = 1.0
 
 T = TypeVar("T")
 
@@ -173,7 +182,22 @@ class PostgresStore(GroupCommitWriter):
         self._channel = "smppengine"        # NOTIFY channel of this schema's instances (set at open)
         self._listen: Conn | None = None    # LISTENs, and holds the instance name's lock
         self._rematch_wake = asyncio.Event()
+        self._rematch_keys: set[tuple[str, str]] = set()     # to look for, named by NOTIFYs
+        self._rematch_all = False                            # look through every held receipt of this instance
+        self._foreign_head = foreign_head(instance)
         self._listen_task: asyncio.Task[None] | None = None
+        self._writer_pid = 0                # the writer connection's backend: its own NOTIFYs are not news
+        # hashes of (smsc, key) of the resps taken lately, in two generations (see RECENT_KEYS_S)
+        self._keys_new: set[int] = set()
+        self._keys_old: set[int] = set()
+        self._keys_turn = 0.0
+        self._lazy_wake: asyncio.TimerHandle | None = None
+        # outbox_fetch answers "nothing new" without a query when nothing can have been added since its last
+        # query (see outbox_fetch): _outbox_gen counts what may have added rows for this instance (its commits
+        # that wrote outbox rows, another instance's NOTIFY, a reconnect); _gone: rows whose DELETE committed
+        self._outbox_gen = 0
+        self._seen: tuple[int, list[int], bool, float] | None = None    # gen, seqs, complete, when
+        self._gone: set[int] = set()
         self._init_writer()
 
     # ---------------------------------------------------------------- lifecycle
@@ -189,6 +213,7 @@ class PostgresStore(GroupCommitWriter):
     async def open(self) -> None:
         try:
             self._conn = await self._connect()
+            self._writer_pid = self._conn.get_server_pid()
             if self.schema:
                 try:
                     await self._conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
@@ -198,7 +223,11 @@ class PostgresStore(GroupCommitWriter):
             self._ns = str(await self._conn.fetchval("SELECT current_schema()"))
             self._channel = f"smppengine.{self._ns}"
             self._listen = await self._listener()
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=3,
+            # reset=_no_reset: a connection handed back to the pool is not reset on the server (asyncpg's default
+            # sends pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *, RESET ALL: a round trip and a transaction after
+            # every read, half of PostgreSQL's transactions at moderate rates); the pool's reads take no locks,
+            # open no cursors, LISTEN to nothing and SET nothing, and an open transaction is still rolled back
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=3, reset=_no_reset,
                                                    server_settings=self._settings(), timeout=10)
         except StoreError:
             await self._close_conns()
@@ -227,11 +256,41 @@ class PostgresStore(GroupCommitWriter):
             raise
         return c
 
-    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        if payload == "held" or payload == "held:" + self.instance:
-            self._rematch_wake.set()
-        elif payload == "outbox:" + self.instance:
+    def _on_notify(self, conn: asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any], pid: int,
+                   channel: str, note: object) -> None:
+        payload = str(note)
+        if payload == "outbox:" + self.instance:
+            self._outbox_gen += 1
             self.outbox_ready.set()
+        elif pid == self._writer_pid:
+            return      # this instance's own hold: a resp of its own that comes later finds it in its commit
+        elif payload.startswith(self._foreign_head):
+            # receipts for this instance's messages, handed over: take those held for these keys
+            self._rematch_keys.update(parse_held_note(payload, self._foreign_head))
+            self._rematch_wake.set()
+        elif payload.startswith(HELD_NOTE):
+            # held with no owner known: look only when one of its keys is of a resp this instance took lately
+            # (its commit may have raced the hold); a resp not taken yet finds the held receipt in its commit
+            mine = [(smsc, key) for smsc, key in parse_held_note(payload) if self._recent_key(smsc, key)]
+            if mine:
+                self._rematch_keys.update(mine)
+                self._rematch_wake.set()
+        elif payload == "held" or payload == self._foreign_head.rstrip("\n"):
+            self._rematch_all = True        # no keys said: look through every held receipt of this instance
+            self._rematch_wake.set()
+
+    def _note_keys(self, smsc: str, smsc_id: str) -> None:
+        """Remember the correlation keys of a resp this instance is about to commit (see RECENT_KEYS_S)."""
+        now = time.monotonic()
+        if now >= self._keys_turn:
+            self._keys_old, self._keys_new = self._keys_new, set()
+            self._keys_turn = now + RECENT_KEYS_S
+        for k in receipt_id_keys(smsc_id):
+            self._keys_new.add(hash((smsc, k)))
+
+    def _recent_key(self, smsc: str, key: str) -> bool:
+        h = hash((smsc, key))
+        return h in self._keys_new or h in self._keys_old
 
     async def _listen_loop(self) -> None:
         """Re-match held receipts when another instance held one (its part may be committed here); keep the
@@ -255,12 +314,19 @@ class PostgresStore(GroupCommitWriter):
                     log.warning("store_listen_failed", instance=self.instance, error=str(exc) or type(exc).__name__)
                     continue
                 log.warning("store_reconnected", instance=self.instance, connection="listener")
-                self._rematch_wake.set()        # what was held meanwhile
+                self._rematch_all = True        # what was held meanwhile (its NOTIFY was lost)
+                self._rematch_wake.set()
+                self._outbox_gen += 1           # rows written for this one meanwhile (their NOTIFY was lost)
                 self.outbox_ready.set()
             if self._rematch_wake.is_set():
                 self._rematch_wake.clear()
+                keys, self._rematch_keys = self._rematch_keys, set()
+                full, self._rematch_all = self._rematch_all, False
                 try:
-                    await self.rematch_held()
+                    if full:
+                        await self.rematch_held()
+                    elif keys:
+                        await self._call(Batch.rematch, sorted(keys))
                 except Exception as exc:  # noqa: BLE001 - logged by the writer; the lease loop tries again
                     log.warning("rematch_failed", error=str(exc))
 
@@ -272,7 +338,10 @@ class PostgresStore(GroupCommitWriter):
             except asyncio.CancelledError:
                 pass
             self._listen_task = None
-        await self._stop_writer(_noop)
+        await self._stop_writer(_noop)      # commits what is queued, lazy operations included
+        if self._lazy_wake is not None:
+            self._lazy_wake.cancel()
+            self._lazy_wake = None
         await self._close_conns()
 
     async def _close_conns(self) -> None:
@@ -307,8 +376,10 @@ class PostgresStore(GroupCommitWriter):
                         self._conn.terminate()
                         self._conn = None
                     self._conn = await self._connect()
+                    self._writer_pid = self._conn.get_server_pid()
                     if lost:
                         self._lost = False
+                        self._outbox_gen += 1
                         log.warning("store_reconnected", instance=self.instance, connection="writer")
                         if self.on_reconnect is not None:
                             # a commit lost in flight may have committed after all: its requests were not
@@ -370,7 +441,10 @@ class PostgresStore(GroupCommitWriter):
             try:
                 await tr.commit()
             except _CONN_LOST as exc:
+                self._outbox_gen += 1           # it may have committed rows
                 raise _CommitUnknown() from exc
+            if self._outbox_added:
+                self._outbox_gen += 1
             return out
         raise AssertionError("unreachable")
 
@@ -450,20 +524,24 @@ class PostgresStore(GroupCommitWriter):
 
     # ---------------------------------------------------------------- operations (pg_batch.Batch)
     async def accept(self, requests: list[Request], rejections: list[Rejection], default_ttl: int) -> AcceptResult:
-        return await self._call(Batch.accept, requests, rejections, default_ttl)  # type: ignore[no-any-return]
+        return await self._call(Batch.accept, requests, rejections, default_ttl)
 
     async def begin_attempt(self, msg_id: str, smsc: str, parts: int, ref: int | None) -> tuple[int, int]:
         """Bind the message to an SMSC, its part count and concatenation reference (kept from the first
         attempt, so that re-sent parts still join their siblings); returns (attempt number, reference)."""
-        return await self._call(Batch.begin_attempt, msg_id, smsc, parts, ref)  # type: ignore[no-any-return]
+        return await self._call(Batch.begin_attempt, msg_id, smsc, parts, ref)
 
     async def part_submitted(self, msg_id: str, idx: int, smsc: str, smsc_id: str) -> None:
+        self._note_keys(smsc, smsc_id)
         await self._call(Batch.part_submitted, msg_id, idx, smsc, smsc_id)
+        self._note_keys(smsc, smsc_id)      # again once committed: a commit that waited long keeps its window
 
     async def submitted_one(self, msg_id: str, smsc: str, smsc_id: str) -> None:
         """``begin_attempt(msg_id, smsc, 1, None)`` and ``part_submitted(msg_id, 0, smsc, smsc_id)`` in one
         operation (the store interface's; the dispatcher uses it on a store of one instance only)."""
+        self._note_keys(smsc, smsc_id)
         await self._call(Batch.submitted_one, msg_id, smsc, smsc_id)
+        self._note_keys(smsc, smsc_id)      # again once committed: a commit that waited long keeps its window
 
     async def retrying(self, msg_id: str, next_at: float, error: dict[str, Any]) -> None:
         await self._call(Batch.retrying, msg_id, next_at, error)
@@ -474,7 +552,7 @@ class PostgresStore(GroupCommitWriter):
 
     async def receipt(self, smsc: str, receipt: Receipt) -> str:
         """Correlate a delivery receipt: returns "matched", "held" (no submit known yet) or "late" (already final)."""
-        return await self.receipt_nowait(smsc, receipt)  # type: ignore[no-any-return]
+        return await self.receipt_nowait(smsc, receipt)
 
     def receipt_nowait(self, smsc: str, receipt: Receipt) -> asyncio.Future[str]:
         """:meth:`receipt` as a future (no coroutine, no task): the session answers the deliver_sm from its
@@ -510,8 +588,9 @@ class PostgresStore(GroupCommitWriter):
                             *key)
             await c.execute("DELETE FROM mo_parts WHERE at < $1", now - 3600)
             data = b"".join(bytes(r[1]) for r in got)
-        msg = {"id": str(uuid.uuid4()), "from": source, "to": dest,
-               "text": text.decode(data, data_coding, default_alphabet), "smsc": smsc, "received_at": iso(now)}
+        msg: dict[str, Any] = {"id": str(uuid.uuid4()), "from": source, "to": dest,
+                               "text": text.decode(data, data_coding, default_alphabet), "smsc": smsc,
+                               "received_at": iso(now)}
         if tlvs:
             msg["tlvs"] = tlvs      # the deliver_sm's TLVs (of the part that completed it)
         if optout is not None:
@@ -536,12 +615,26 @@ class PostgresStore(GroupCommitWriter):
         return await self._call(optouts.remove_pg, keys)
 
     async def outbox_fetch(self, after: int, limit: int) -> list[tuple[int, str, bytes]]:
-        # only this instance's rows: every outbox row has exactly one publishing instance (docs/scaling.md)
+        """This instance's rows after ``after`` (every outbox row has exactly one publishing instance:
+        docs/scaling.md), without those acknowledged and being deleted. Answers [] without a query when its
+        last query saw all of this instance's rows, each of them has been acknowledged since, and nothing can
+        have added rows meanwhile (about half of the publisher's reads at moderate rates: it reads again after
+        every acknowledged batch); a query at least every OUTBOX_REREAD_S all the same."""
+        seen = self._seen
+        if (seen is not None and seen[0] == self._outbox_gen and seen[2]
+                and time.monotonic() - seen[3] < OUTBOX_REREAD_S
+                and all(q in self._deleting or q in self._gone for q in seen[1] if q > after)):
+            return []
+
         async def read() -> list[tuple[int, str, bytes]]:
+            gen, at = self._outbox_gen, time.monotonic()
+            self._gone = set()
             skip = set(self._deleting)  # as of before the read: a DELETE committed during it may be in the rows
+            want = limit + len(skip)
             rows = await self._read().fetch("SELECT seq, topic, payload FROM outbox WHERE owner = $3 AND seq > $1 "
-                                            "ORDER BY seq LIMIT $2", after, limit + len(skip), self.instance)
+                                            "ORDER BY seq LIMIT $2", after, want, self.instance)
             out = [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+            self._seen = (gen, [r[0] for r in out], len(out) < want and after == 0, at)
             if skip:
                 out = [r for r in out if r[0] not in skip]
             return out[:limit]
@@ -559,13 +652,28 @@ class PostgresStore(GroupCommitWriter):
 
         def done(fut: asyncio.Future[Any]) -> None:
             self._deleting -= batch
-            if not fut.cancelled():
-                fut.exception()     # a failed commit is logged by the writer; the rows are published again
+            if not fut.cancelled() and fut.exception() is None:
+                self._gone |= batch
+            # (a failed commit is logged by the writer; the rows are published again)
 
-        fut = self._submit(Batch.outbox_delete, seqs)
+        fut = self._submit_lazy(Batch.outbox_delete, seqs)
         fut.add_done_callback(done)
         if len(self._deleting) > OUTBOX_DELETING_MAX:
             await fut           # far ahead of the commits: wait for this one (StoreError if it failed)
+
+    def _submit_lazy(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Queue an operation that need not commit soon: it goes with the next commit, which it starts itself
+        only after OUTBOX_DELETE_LAZY_S."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ops.append((fn, args, fut))
+        if self._lazy_wake is None or self._lazy_wake.cancelled():
+            self._lazy_wake = asyncio.get_running_loop().call_later(OUTBOX_DELETE_LAZY_S, self._lazy_due)
+        return fut
+
+    def _lazy_due(self) -> None:
+        self._lazy_wake = None
+        if self._ops:
+            self._wake.set()
 
     def _read(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -667,7 +775,7 @@ class PostgresStore(GroupCommitWriter):
     async def rematch_held(self) -> int:
         """Receipts held while their submit_sm_resp was being committed by another instance's writer (the two
         transactions ran concurrently and neither saw the other): apply the ones whose key is now known."""
-        return await self._call(Batch.rematch)  # type: ignore[no-any-return]
+        return await self._call(Batch.rematch)
 
     async def _load(self, where: str, *args: Any) -> list[Active]:
         async def read() -> tuple[list[Any], list[Any]]:
@@ -741,4 +849,8 @@ class PostgresStore(GroupCommitWriter):
 
 
 async def _noop(c: Conn) -> None:
+    return None
+
+
+async def _no_reset(c: Conn) -> None:
     return None

@@ -4,10 +4,9 @@ One writer task applies every change in group commits: whatever operations
 arrived while the previous transaction ran are applied together, inside one
 transaction, in one hop to aiosqlite's thread, and committed once. Callers
 await their operation's result, which is only delivered after the commit, so
-"await store.x(...)" means "x is durable". The state machine of a message
-(which event follows which, when a message is final) is applied here, next to the
-rows it guards; the rules themselves (which state follows which, what a repeated id does) are
-store/states.py's, shared with the PostgreSQL store.
+"await store.x(...)" means "x is durable". The state machine's decisions (which state
+follows which, when a message is final, what a repeated id does) are store/states.py's,
+shared with the PostgreSQL store; this module reads and writes the rows they guard.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from ..model import (
     QUEUED,
     REJECTED,
     RETRYING,
-    SUBMITTED,
     Rejection,
     Request,
     error,
@@ -46,13 +44,12 @@ from .states import (
     REPLACE,
     after_receipt,
     best_match,
-    final_when_submitted,
     on_repeat,
     part_state,
     receipt_from_json,
     receipt_to_json,
     status_event,
-    submits,
+    when_all_submitted,
 )
 from .writer import GroupCommitWriter, Op
 
@@ -335,10 +332,11 @@ class SqliteStore(GroupCommitWriter):
         now = time.time()
         # the message as it is after this operation (state and final as _now_submitted leaves them)
         row = (msg_id, req, state, final, smsc, 1, attempt + 1, rid)
-        if self._submits(row):      # the attempt, the resp and the state change in one UPDATE
+        change = self._when_submitted(row)
+        if change is not None:      # the attempt, the resp and the state change in one UPDATE
             c.execute("UPDATE messages SET smsc=?, parts=1, attempt=?, state=?, final=?, error=NULL, updated_at=? "
-                      "WHERE rid=?", (smsc, attempt + 1, SUBMITTED, int(self._final_when_submitted(row)), now, rid))
-            self._emit(c, row, msg_id, SUBMITTED, ids=[smsc_id])
+                      "WHERE rid=?", (smsc, attempt + 1, change[0], int(change[1]), now, rid))
+            self._emit(c, row, msg_id, change[0], ids=[smsc_id])
         else:
             c.execute("UPDATE messages SET smsc=?, parts=1, attempt=?, updated_at=? WHERE rid=?",
                       (smsc, attempt + 1, now, rid))
@@ -364,17 +362,14 @@ class SqliteStore(GroupCommitWriter):
         return keys
 
     @staticmethod
-    def _submits(row: tuple[Any, ...]) -> bool:
-        return submits(row[2], bool(row[3]))
-
-    @staticmethod
-    def _final_when_submitted(row: tuple[Any, ...]) -> bool:
-        return final_when_submitted(orjson.loads(row[1]))
+    def _when_submitted(row: tuple[Any, ...]) -> tuple[str, bool] | None:
+        return when_all_submitted(row[2], bool(row[3]), row[1])
 
     def _now_submitted(self, c: sqlite3.Connection, row: tuple[Any, ...], ids: list[str] | None) -> None:
-        """Every part has its SMSC message id: the state change of :meth:`_submits`, if it applies."""
-        if self._submits(row):
-            self._set_state(c, row, SUBMITTED, final=self._final_when_submitted(row), ids=ids)
+        """Every part has its SMSC message id: the state change states.when_all_submitted says, if any."""
+        change = self._when_submitted(row)
+        if change is not None:
+            self._set_state(c, row, change[0], final=change[1], ids=ids)
 
     def _apply_held(self, c: sqlite3.Connection, rid: int, idx: int, smsc: str, keys: tuple[str, ...]) -> None:
         """Receipts that arrived before this part's resp was stored."""

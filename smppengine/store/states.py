@@ -1,12 +1,20 @@
 """The message state machine's decisions, shared by every store backend (pure: no I/O).
 
 Backends keep the rows; these functions say what the rows mean, so SQLite and
-PostgreSQL cannot drift apart on the rules.
+PostgreSQL cannot drift apart on the rules: a part's state after its resp
+(part_state_on_resp) and after a receipt (part_state), the message's after its
+last resp (when_all_submitted) and after a receipt (after_receipt), what a repeated
+id does (on_repeat), which part a receipt belongs to (best_match), and the status
+event (status_event). A backend holds its SQL and transaction handling; the one rule
+written again in SQL, for speed, is part_state_on_resp in SQLite's resp UPDATE
+(``CASE WHEN state='pending' THEN 'submitted' ELSE state END``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import orjson
 
 from ..model import DELIVERED, ENROUTE, EXPIRED, REJECTED, SUBMITTED, UNDELIVERED, error, iso
 from ..receipts import FINAL_STATE, Receipt
@@ -62,6 +70,21 @@ def submits(state: str, final: bool) -> bool:
 def final_when_submitted(req: dict[str, Any]) -> bool:
     """Submitted is final for a message that asked for no receipt."""
     return not req.get("dlr", True)
+
+
+def when_all_submitted(state: str, final: bool, req: dict[str, Any] | bytes) -> tuple[str, bool] | None:
+    """Every part of a message has its SMSC message id (the last OK submit_sm_resp was just taken): its next
+    (state, final) -- SUBMITTED, final when it asked for no receipt -- or None (no change) when it is final
+    or a receipt already moved it on. ``req``: the stored request, as a dict or as its JSON."""
+    if not submits(state, final):
+        return None
+    return SUBMITTED, final_when_submitted(orjson.loads(req) if isinstance(req, bytes) else req)
+
+
+def part_state_on_resp(state: str) -> str:
+    """A part's state once its OK submit_sm_resp is stored: pending becomes submitted; a state a receipt gave
+    it (held receipts applied before a resend's resp) stays."""
+    return "submitted" if state == "pending" else state
 
 
 # What a request whose id is already stored does (issue 19; docs/mqtt-api.md "Repeated ids"):
