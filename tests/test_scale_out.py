@@ -229,9 +229,9 @@ async def test_three_instances_share_tps_receipts_and_take_over_a_killed_one(
         # The simulator records a submit when its loop reads it, which on this 2-core machine (three engines,
         # the simulator, the broker, PostgreSQL and this test) lags the send by up to 150 ms under load (seen:
         # 154 and 165 in one 0.95 s window at load average 8): a short window measures that lag, not the
-        # engines' pacing (tests/test_throttle.py and test_e2e_flow.py::test_tps_is_honoured_across_binds check that). Over
-        # 2 s, 200 ms of lag adds at most 10 %; an account share that is not kept (each instance at the full
-        # 150/s) makes ~900 there.
+        # engines' pacing (tests/test_throttle.py and test_e2e_flow.py::test_tps_is_honoured_across_binds check
+        # that). Over 2 s, 200 ms of lag adds at most 10 %; an account share that is not kept (each instance at
+        # the full 150/s) makes ~900 there.
         peak = _max_per_second([s["at"] for s in submits], span=2.0)
         assert peak <= 2.2 * tps, f"{peak} submit_sm in one 2 s window (limit {tps} per second, +10 % read lag)"
         throttled = sum(1 for s in submits if s["status"] == 0x58)
