@@ -59,7 +59,6 @@ __all__ = [
     "parts_info",
     "segment",
     "split_udh",
-    "units",
 ]
 
 DC_DEFAULT = 0
@@ -225,13 +224,6 @@ def segment(text: str, encoding: str = "auto", concat: str = "udh") -> Segments:
         total = sum(len(c) for c in segs.chunks) // width
         raise MessageTooLongError(len(segs.chunks), total, segs.encoding, concat)
     return segs
-
-
-def units(text: str, encoding: str = "auto") -> tuple[str, int]:
-    """(resolved encoding, number of units) of ``text``; raises TextEncodingError."""
-    _check(encoding, "udh")
-    resolved, data = _encode(text, encoding)
-    return resolved, len(data) // _OCTETS_PER_UNIT[resolved]
 
 
 # ------------------------------------------------------------------------------------------ PDU parts

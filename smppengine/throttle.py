@@ -69,10 +69,6 @@ class TokenBucket:
         self._next = slot + self._interval
         return slot - now
 
-    def next_free(self) -> float:
-        """The earliest time the next reservation could be sent (for metrics / idle checks)."""
-        return self._next
-
 
 class AdaptiveRate:
     """Adaptive effective rate for one SMSC, driven by its throttle responses.
