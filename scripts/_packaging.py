@@ -53,7 +53,11 @@ def bookworm_root(name: str, packages: str, marker: str, needs: tuple[str, ...] 
         print(f"debootstrap bookworm into {root} (a few minutes)", flush=True)
         sh("debootstrap", "--variant=minbase", f"--include={packages}", "bookworm", str(root), MIRROR)
     # a cached root made before a package joined the list gets it now
-    missing = [p for p in packages.split(",") if sh("chroot", str(root), "dpkg", "-s", p, check_rc=False).returncode]
+    wanted = packages.split(",")
+    listed = sh("chroot", str(root), "dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *wanted,
+                check_rc=False).stdout.splitlines()
+    installed = {line.split()[0] for line in listed if line.endswith(" installed")}
+    missing = [p for p in wanted if p not in installed]
     if missing:
         print(f"installing {', '.join(missing)} in {root}", flush=True)
         sh("chroot", str(root), "/bin/sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get "

@@ -153,13 +153,8 @@ async def compose_checks(base: str) -> None:
             return
         cid = sh(*cmd, "ps", "-q", "smppengine", env=env).stdout.strip()
 
-        def health() -> str | None:
-            state = docker_json("inspect", cid)[0]["State"]
-            status = state.get("Health", {}).get("Status")
-            return status if status in ("healthy", "unhealthy") or not state["Running"] else None
-
         t0 = time.monotonic()
-        status = await wait_for("healthy", health, 90)
+        status = await wait_for("healthy", lambda: health(cid), 90)
         check("compose: the engine turns healthy beside mosquitto and the simulator", status == "healthy",
               f"{status} after {time.monotonic() - t0:.1f} s")
         events: list[str] = []
@@ -202,6 +197,13 @@ async def compose_checks(base: str) -> None:
 
 def docker_json(*args: str) -> Any:
     return json.loads(sh("docker", *args).stdout)
+
+
+def health(container: str) -> str | None:
+    """The container's health once it is settled (healthy / unhealthy), or its status if it stopped; else None."""
+    state = docker_json("inspect", container)[0]["State"]
+    status: str | None = state.get("Health", {}).get("Status")
+    return status if status in ("healthy", "unhealthy") or not state["Running"] else None
 
 
 async def wait_for(what: str, probe: Any, timeout: float) -> Any:
@@ -247,13 +249,8 @@ async def run_checks(image: str, keep: bool) -> None:
         check("the healthcheck is the Dockerfile's", "SMPPENGINE_HEALTHZ_URL" in " ".join(
             cfg.get("Healthcheck", {}).get("Test", [])), " ".join(cfg.get("Healthcheck", {}).get("Test", []))[:80])
 
-        def health() -> str | None:
-            state = docker_json("inspect", name)[0]["State"]
-            status = state.get("Health", {}).get("Status")
-            return status if status in ("healthy", "unhealthy") or not state["Running"] else None
-
         t0 = time.monotonic()
-        status = await wait_for("healthy", health, 90)
+        status = await wait_for("healthy", lambda: health(name), 90)
         check("HEALTHCHECK turns healthy", status == "healthy", f"{status} after {time.monotonic() - t0:.1f} s")
 
         presence: dict[str, Any] = {}
