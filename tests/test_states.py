@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from smppengine.receipts import Receipt
-from smppengine.store.states import after_receipt, best_match, receipt_from_json, receipt_to_json, status_event
+from smppengine.store.states import (
+    PART_STATE,
+    after_receipt,
+    best_match,
+    part_state_on_resp,
+    part_state_on_resp_sql,
+    receipt_from_json,
+    receipt_to_json,
+    status_event,
+)
 
 
 def r(stat: str, err: str | None = "000") -> Receipt:
@@ -85,3 +96,14 @@ def test_a_part_resp_makes_pending_submitted_and_keeps_a_receipt_state() -> None
 
     assert part_state_on_resp("pending") == "submitted"
     assert part_state_on_resp("delivered") == "delivered"
+
+
+def test_the_resp_rule_in_sql_is_the_python_rule() -> None:
+    """SQLite writes a part's state after its resp inside its UPDATE; that SQL is rendered from the same table
+    as part_state_on_resp, and gives the same answer for every state a part can have."""
+    db = sqlite3.connect(":memory:")
+    for state in ["pending", "submitted", *PART_STATE.values()]:
+        (got,) = db.execute(f"SELECT {part_state_on_resp_sql('s')} FROM (SELECT ? AS s)", (state,)).fetchone()
+        assert got == part_state_on_resp(state), state
+    assert part_state_on_resp("pending") == "submitted"
+    assert part_state_on_resp("delivered") == "delivered"     # a receipt applied before the resp stays

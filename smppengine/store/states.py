@@ -5,9 +5,9 @@ PostgreSQL cannot drift apart on the rules: a part's state after its resp
 (part_state_on_resp) and after a receipt (part_state), the message's after its
 last resp (when_all_submitted) and after a receipt (after_receipt), what a repeated
 id does (on_repeat), which part a receipt belongs to (best_match), and the status
-event (status_event). A backend holds its SQL and transaction handling; the one rule
-written again in SQL, for speed, is part_state_on_resp in SQLite's resp UPDATE
-(``CASE WHEN state='pending' THEN 'submitted' ELSE state END``).
+event (status_event). A backend holds its SQL and transaction handling. Where a backend
+applies a rule inside SQL, for speed, the SQL is rendered here from the same table as
+the Python function (part_state_on_resp_sql), so that there is still one rule.
 """
 
 from __future__ import annotations
@@ -81,10 +81,21 @@ def when_all_submitted(state: str, final: bool, req: dict[str, Any] | bytes) -> 
     return SUBMITTED, final_when_submitted(orjson.loads(req) if isinstance(req, bytes) else req)
 
 
+# a part's state once its OK submit_sm_resp is stored, for the states a resp changes; any other stays
+PART_STATE_ON_RESP = {"pending": "submitted"}
+
+
 def part_state_on_resp(state: str) -> str:
     """A part's state once its OK submit_sm_resp is stored: pending becomes submitted; a state a receipt gave
     it (held receipts applied before a resend's resp) stays."""
-    return "submitted" if state == "pending" else state
+    return PART_STATE_ON_RESP.get(state, state)
+
+
+def part_state_on_resp_sql(column: str) -> str:
+    """part_state_on_resp as an SQL expression over ``column`` (a part's current state), for a backend that
+    writes the resp in one UPDATE; rendered from PART_STATE_ON_RESP (tests/test_states.py runs both)."""
+    whens = " ".join(f"WHEN '{old}' THEN '{new}'" for old, new in PART_STATE_ON_RESP.items())
+    return f"CASE {column} {whens} ELSE {column} END"
 
 
 # What a request whose id is already stored does (issue 19; docs/mqtt-api.md "Repeated ids"):
