@@ -8,6 +8,9 @@ Throughput mode (default): publish --n requests QoS 1 as fast as the broker take
   submit_msg_s        n / (last `submitted` event received - first publish)
   full_life_msg_s     n / (last final event received - first publish)      (final = delivered here)
   engine_cpu_s_per_1k engine utime+stime (/proc/<pid>/stat, all threads) per 1,000 messages
+  pg_backends_cpu_s_per_1k  with --store postgresql://...: the same for the PostgreSQL backends serving the
+                      engine's connections (found by their client ports; the server's WAL writer, checkpointer
+                      and autovacuum not counted); with --pin they are kept off the engine's CPUs like the rest
   peak_rss_mb         engine VmHWM
   lost, duplicates    ids with no final event / with more than one
   publish_msg_s       n / (the publisher's last PUBACK from the broker - first publish)
@@ -18,8 +21,9 @@ Latency mode (--rate R): publish at R msg/s and also report, over all messages,
                                     time; both sides read CLOCK_MONOTONIC, which is system-wide on Linux)
   event_p50_ms event_p99_ms event_max_ms   publish → `submitted` status event received by this client
 
-With --pin CPUS the engine runs under `taskset -c CPUS` and the broker, the simulator and this client are
-kept on the other CPUs (`others_on`), so the engine has its core to itself. --repeat K runs everything K
+With --pin CPUS the engine runs under `taskset -c CPUS` and the broker, the simulator, this client and (with
+--store) the engine's PostgreSQL backends are kept on the other CPUs (`others_on`), so the engine has its core
+to itself. --repeat K runs everything K
 times and reports the median run (by full_life_msg_s) with every run's figure.
 
 Usage: python bench/e2e.py [--n 50000] [--rate R] [--pin 0] [--repeat K] [--binds 2] [--window 200]
@@ -48,6 +52,7 @@ from harness import (  # noqa: E402
     RawMqtt,
     SinkCeiling,
     StatusTracker,
+    StoreBackends,
     connect_load_clients,
     control_up,
     cpu_seconds,
@@ -190,6 +195,13 @@ def pin_others(pin: str | None, pids: list[int | None]) -> str | None:
     return ",".join(str(c) for c in sorted(rest))
 
 
+async def rescan(backends: StoreBackends) -> None:
+    """Connections the engine opens later (its read pool grows with the load) are found within 0.25 s."""
+    while True:
+        await asyncio.sleep(0.25)
+        await backends.scan()
+
+
 async def drop_schema(url: str, schema: str) -> None:
     import asyncpg
 
@@ -232,6 +244,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         children.append(engine)
         await engine.start()
         out["others_on"] = pin_others(args.pin, [broker.proc.pid if broker.proc else None, sim.pid, os.getpid()])
+        backends = None
+        if args.store:      # the engine's PostgreSQL backends join the others, off the engine's CPUs
+            others = {int(c) for c in out["others_on"].split(",")} if out["others_on"] else None
+            backends = StoreBackends(args.store, engine.pid, others)
+            await backends.scan()
 
         tag = f"e{os.getpid()}x{int(time.time()) % 100000}"
         tracker = StatusTracker(tag, n, keep_submit_at=args.rate > 0)
@@ -247,6 +264,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(1.0)
 
         cpu0 = cpu_seconds(engine.pid)
+        scans: asyncio.Task[None] | None = None
+        if backends is not None:
+            await backends.scan()
+            backends.start_count()
+            scans = asyncio.ensure_future(rescan(backends))
         pub_times = [0.0] * n
         t0 = time.monotonic()
         if args.rate > 0:
@@ -269,6 +291,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 finished.cancel()
                 break
         cpu1 = cpu_seconds(engine.pid)
+        if scans is not None:
+            scans.cancel()
+        pg_cpu = backends.cpu_since_start() if backends is not None else None
         hwm_kb = status_kb(engine.pid, "VmHWM")
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)
@@ -284,6 +309,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "full_life_msg_s": round(n / (end_final - t0)) if tracker.final_count == n else 0,
             "engine_cpu_s_per_1k": round((cpu1 - cpu0) / n * 1000, 3),
             "peak_rss_mb": round(hwm_kb / 1024, 1),
+            "pg_backends_cpu_s_per_1k": round(pg_cpu / n * 1000, 3) if pg_cpu is not None else None,
             "lost": tracker.lost,
             "duplicates": tracker.duplicates,
             "publish_msg_s": round(n / (t_published - t0)),

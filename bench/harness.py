@@ -44,6 +44,70 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tcp_local_ports(pid: int) -> set[int]:
+    """The local ports of the process's TCP sockets (its fds' socket inodes, looked up in /proc/net/tcp*)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[9] in inodes:
+                        ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    return ports
+
+
+class StoreBackends:
+    """The PostgreSQL backends serving one process's connections (pg_stat_activity.client_port among the
+    process's local ports): kept off the engine's CPUs like the other processes, and their CPU time summed."""
+
+    def __init__(self, url: str, pid: int, cpus: set[int] | None) -> None:
+        self.url, self.pid, self.cpus = url.split("?", 1)[0], pid, cpus
+        self.base: dict[int, float] = {}          # backend pid -> CPU seconds when first counted
+        self.seen: set[int] = set()
+
+    async def scan(self) -> None:
+        import asyncpg
+
+        ports = tcp_local_ports(self.pid)
+        conn = await asyncpg.connect(self.url)
+        try:
+            rows = await conn.fetch("SELECT pid, client_port FROM pg_stat_activity WHERE client_port IS NOT NULL")
+        finally:
+            await conn.close()
+        for r in rows:
+            pid = int(r["pid"])
+            if r["client_port"] in ports and pid not in self.seen:
+                self.seen.add(pid)
+                if self.cpus:
+                    os.sched_setaffinity(pid, self.cpus)
+
+    def start_count(self) -> None:
+        self.base = {pid: _cpu_or_none(pid) or 0.0 for pid in self.seen}
+
+    def cpu_since_start(self) -> float:
+        """CPU seconds since start_count() (a backend started later counts from its start)."""
+        return sum((_cpu_or_none(pid) or 0.0) - self.base.get(pid, 0.0) for pid in self.seen)
+
+
+def _cpu_or_none(pid: int) -> float | None:
+    try:
+        return cpu_seconds(pid)
+    except OSError:          # the backend ended
+        return None
+
+
 def status_kb(pid: int, key: str) -> int:
     """A `kB` line of /proc/<pid>/status: VmRSS, VmHWM, ..."""
     with open(f"/proc/{pid}/status") as f:

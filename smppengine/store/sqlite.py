@@ -57,8 +57,12 @@ from .writer import GroupCommitWriter, Op
 log = structlog.get_logger(__name__)
 
 # a part's state after its OK resp, as the resp UPDATEs write it (the rule is states.part_state_on_resp)
-_ON_RESP = part_state_on_resp_sql("state")
-_ON_RESP_UPSERT = part_state_on_resp_sql("parts.state")
+_PART_RESP = (f"UPDATE parts SET smsc_message_id=?, state={part_state_on_resp_sql('state')}, submitted_at=? "
+              "WHERE rid=? AND idx=? AND smsc_message_id IS NULL")
+_PART_RESP_ONE = ("INSERT INTO parts(rid, idx, smsc_message_id, state, submitted_at) VALUES (?,0,?,'submitted',?) "
+                  "ON CONFLICT(rid, idx) DO UPDATE SET smsc_message_id=excluded.smsc_message_id, "
+                  f"state={part_state_on_resp_sql('parts.state')}, submitted_at=excluded.submitted_at "
+                  "WHERE parts.smsc_message_id IS NULL")
 
 OUTBOX_MEM_MAX = 5_000    # outbox rows kept in memory for the publisher (~500 bytes each with the tuple)
 SCHEMA = SQLITE_V1   # the schema now lives in migrations.py (step 1); kept as a name for readers
@@ -312,9 +316,7 @@ class SqliteStore(GroupCommitWriter):
             return
         rid = row[7]
         now = time.time()
-        cur = c.execute(f"UPDATE parts SET smsc_message_id=?, state={_ON_RESP}, "
-                        "submitted_at=? WHERE rid=? AND idx=? AND smsc_message_id IS NULL",
-                        (smsc_id, now, rid, idx))
+        cur = c.execute(_PART_RESP, (smsc_id, now, rid, idx))
         keys = self._part_keys(c, rid, idx, smsc, smsc_id, now, resent=cur.rowcount == 0)
         single = row[5] <= 1
         pending = 0 if single else c.execute(
@@ -345,11 +347,7 @@ class SqliteStore(GroupCommitWriter):
         else:
             c.execute("UPDATE messages SET smsc=?, parts=1, attempt=?, updated_at=? WHERE rid=?",
                       (smsc, attempt + 1, now, rid))
-        cur = c.execute("INSERT INTO parts(rid, idx, smsc_message_id, state, submitted_at) "
-                        "VALUES (?,0,?,'submitted',?) ON CONFLICT(rid, idx) DO UPDATE SET "
-                        f"smsc_message_id=excluded.smsc_message_id, state={_ON_RESP_UPSERT}, "
-                        "submitted_at=excluded.submitted_at "
-                        "WHERE parts.smsc_message_id IS NULL", (rid, smsc_id, now))
+        cur = c.execute(_PART_RESP_ONE, (rid, smsc_id, now))
         keys = self._part_keys(c, rid, 0, smsc, smsc_id, now, resent=cur.rowcount == 0)
         self._apply_held(c, rid, 0, smsc, keys)
 
