@@ -10,7 +10,8 @@ Throughput mode (default): publish --n requests QoS 1 as fast as the broker take
   engine_cpu_s_per_1k engine utime+stime (/proc/<pid>/stat, all threads) per 1,000 messages
   pg_backends_cpu_s_per_1k  with --store postgresql://...: the same for the PostgreSQL backends serving the
                       engine's connections (found by their client ports; the server's WAL writer, checkpointer
-                      and autovacuum not counted); with --pin they are kept off the engine's CPUs like the rest
+                      and autovacuum not counted; `pg_backends`: how many); with --pin they are kept off the
+                      engine's CPUs like the rest
   peak_rss_mb         engine VmHWM
   lost, duplicates    ids with no final event / with more than one
   publish_msg_s       n / (the publisher's last PUBACK from the broker - first publish)
@@ -310,6 +311,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "engine_cpu_s_per_1k": round((cpu1 - cpu0) / n * 1000, 3),
             "peak_rss_mb": round(hwm_kb / 1024, 1),
             "pg_backends_cpu_s_per_1k": round(pg_cpu / n * 1000, 3) if pg_cpu is not None else None,
+            "pg_backends": len(backends.seen) if backends is not None else None,
             "lost": tracker.lost,
             "duplicates": tracker.duplicates,
             "publish_msg_s": round(n / (t_published - t0)),

@@ -57,8 +57,11 @@ def test_bench_e2e_on_the_postgresql_store_leaves_no_schema_behind() -> None:
             await conn.close()
 
     before = asyncio.run(bench_schemas())
-    e2e = _one_json_line(["bench/e2e.py", "--n", "200", "--ceiling-n", "0", "--store", PG_URL], timeout=60)
+    e2e = _one_json_line(["bench/e2e.py", "--n", "200", "--ceiling-n", "0", "--pin", "0", "--store", PG_URL],
+                         timeout=60)
     assert e2e["store"] == "postgresql" and e2e["n"] == 200
+    # the engine's backends were found (writer, listener, read pool) and their CPU counted
+    assert int(e2e["pg_backends"]) >= 3 and float(e2e["pg_backends_cpu_s_per_1k"]) >= 0   # type: ignore[arg-type]
     assert e2e["lost"] == 0 and e2e["duplicates"] == 0
     assert asyncio.run(bench_schemas()) == before
 
