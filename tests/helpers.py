@@ -35,8 +35,8 @@ def store_for_test(path: str) -> str:
     """The store for a test: `path` (SQLite), or with SMPPENGINE_TEST_STORE=postgresql a fresh PostgreSQL
     schema -- the same one each time the same path is asked for, so a restarted engine finds its store."""
     kind = os.environ.get("SMPPENGINE_TEST_STORE", "sqlite")
-    if kind == "sqlite":
-        return path
+    if kind == "sqlite" or path.startswith(("postgresql://", "postgres://")):
+        return path         # a test that asks for a PostgreSQL store by URL gets that store
     if kind != "postgresql":
         raise ValueError(f"SMPPENGINE_TEST_STORE={kind!r}: use sqlite or postgresql")
     schema = PG_SCHEMAS.setdefault(path, "t_" + uuid.uuid4().hex[:16])

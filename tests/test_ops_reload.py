@@ -47,7 +47,7 @@ def test_routes_retry_ttl_and_log_apply_live_and_the_rest_needs_a_restart() -> N
     assert p.retry and p.log and p.default_ttl and not p.rebind
     assert p.restart_needed == ("engine.store", "mqtt.url", "http.listen")
     eff = effective(old, new)
-    assert eff.engine.store == "e.db" and eff.engine.default_ttl == 60
+    assert eff.engine.store == old.engine.store and eff.engine.default_ttl == 60
     assert eff.mqtt == old.mqtt and eff.http == old.http and eff.retry.max_attempts == 9
     assert dataclasses.replace(eff, path=new.path).log.level == "debug"
 
