@@ -294,7 +294,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu1 = cpu_seconds(engine.pid)
         if scans is not None:
             scans.cancel()
-        pg_cpu = backends.cpu_since_start() if backends is not None else None
+        pg_cpu = None
+        if backends is not None:
+            pg_cpu = backends.cpu_since_start()
+            await backends.close()
         hwm_kb = status_kb(engine.pid, "VmHWM")
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)

@@ -76,16 +76,16 @@ class StoreBackends:
         self.url, self.pid, self.cpus = url.split("?", 1)[0], pid, cpus
         self.base: dict[int, float] = {}          # backend pid -> CPU seconds when first counted
         self.seen: set[int] = set()
+        self.conn: Any = None                     # one connection for every scan (not a backend per scan)
 
     async def scan(self) -> None:
         import asyncpg
 
+        if self.conn is None:
+            self.conn = await asyncpg.connect(self.url)
         ports = tcp_local_ports(self.pid)
-        conn = await asyncpg.connect(self.url)
-        try:
-            rows = await conn.fetch("SELECT pid, client_port FROM pg_stat_activity WHERE client_port IS NOT NULL")
-        finally:
-            await conn.close()
+        rows = await self.conn.fetch("SELECT pid, client_port FROM pg_stat_activity WHERE client_port IS NOT NULL "
+                                     "AND pid <> pg_backend_pid()")
         for r in rows:
             pid = int(r["pid"])
             if r["client_port"] in ports and pid not in self.seen:
@@ -99,6 +99,11 @@ class StoreBackends:
     def cpu_since_start(self) -> float:
         """CPU seconds since start_count() (a backend started later counts from its start)."""
         return sum((_cpu_or_none(pid) or 0.0) - self.base.get(pid, 0.0) for pid in self.seen)
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+            self.conn = None
 
 
 def _cpu_or_none(pid: int) -> float | None:

@@ -46,6 +46,7 @@ from .states import (
     best_match,
     on_repeat,
     part_state,
+    part_state_on_resp,
     part_state_on_resp_sql,
     receipt_from_json,
     receipt_to_json,
@@ -59,7 +60,8 @@ log = structlog.get_logger(__name__)
 # a part's state after its OK resp, as the resp UPDATEs write it (the rule is states.part_state_on_resp)
 _PART_RESP = (f"UPDATE parts SET smsc_message_id=?, state={part_state_on_resp_sql('state')}, submitted_at=? "
               "WHERE rid=? AND idx=? AND smsc_message_id IS NULL")
-_PART_RESP_ONE = ("INSERT INTO parts(rid, idx, smsc_message_id, state, submitted_at) VALUES (?,0,?,'submitted',?) "
+_PART_RESP_ONE = ("INSERT INTO parts(rid, idx, smsc_message_id, state, submitted_at) "
+                  f"VALUES (?,0,?,'{part_state_on_resp('pending')}',?) "
                   "ON CONFLICT(rid, idx) DO UPDATE SET smsc_message_id=excluded.smsc_message_id, "
                   f"state={part_state_on_resp_sql('parts.state')}, submitted_at=excluded.submitted_at "
                   "WHERE parts.smsc_message_id IS NULL")
