@@ -11,7 +11,7 @@ import orjson
 from smppengine.broker import Mosquitto
 from smppengine.simulator import Simulator
 
-from .helpers import Watcher, make_config, running_engine, smsc, store_for_test, wait_bound, write_toml
+from .helpers import Watcher, make_config, running_engine, smsc, wait_bound, write_toml
 
 
 async def cli(*args: str) -> tuple[int, str, str]:
@@ -25,7 +25,7 @@ async def cli(*args: str) -> tuple[int, str, str]:
 async def test_trace_and_stats_show_a_delivered_message(tmp_path: Path, broker: Mosquitto, sim: Simulator) -> None:
     path = str(tmp_path / "e.db")
     cfg = make_config(path, broker.url, [smsc("carrier-a", sim.port)])
-    store = store_for_test(path)        # the SQLite file, or its PostgreSQL stand-in (the engine's store)
+    store = cfg.engine.store        # the SQLite file, or its PostgreSQL stand-in under SMPPENGINE_TEST_STORE
     long_text = "Your parcel is on its way. " * 8       # two parts
     async with Watcher(broker.url) as w, running_engine(cfg) as engine:
         await wait_bound(engine)
@@ -85,7 +85,7 @@ async def test_trace_of_an_expired_message_names_its_destination_and_the_parts_n
         tmp_path: Path, broker: Mosquitto, sim: Simulator) -> None:
     path = str(tmp_path / "e.db")
     cfg = make_config(path, broker.url, [smsc("busy", sim.port)])
-    store = store_for_test(path)
+    store = cfg.engine.store
     sim.fail_next(10_000, 0x08)                     # ESME_RSYSERR, transient: retried until the ttl passes
     async with Watcher(broker.url) as w, running_engine(cfg) as engine:
         await wait_bound(engine)
