@@ -25,7 +25,7 @@ from .smpp import pdu as P
 from .smpp.client import SmscClient
 from .smpp.session import ResponseTimeout, SessionClosed
 from .smpp.status import classify, status_name
-from .store import Active, Store
+from .store import Active, Store, StoreError
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -349,6 +349,29 @@ class Dispatcher:
             params.update(extra)
         return params
 
+    async def _store_resp(self, msg_id: str, idx: int, smsc: str, smsc_id: str, one: bool) -> None:
+        """Store a part's OK resp. The SMSC has the part now: until its resp is stored, the message must stay held
+        here, or a read of the stored backlog (after a store reconnect) would find it still queued and send it
+        again. So a store error -- a commit that failed, or whose outcome is unknown (PostgreSQL lost during the
+        COMMIT) -- is retried, not passed up (a failed commit stored nothing; on PostgreSQL, storing a resp that did
+        commit again changes nothing: pg_batch). At shutdown the error
+        is passed up: the message is then sent again at the next start, as after a crash at this point."""
+        delay = 0.1
+        while True:
+            try:
+                if one:
+                    await self.store.submitted_one(msg_id, smsc, smsc_id)
+                else:
+                    await self.store.part_submitted(msg_id, idx, smsc, smsc_id)
+                return
+            except StoreError as exc:
+                if self.stopping:
+                    raise
+                log.warning("resp_not_stored", msg_id=msg_id, smsc=smsc, part=idx, smsc_message_id=smsc_id,
+                            error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def _send_part(self, client: SmscClient, a: Active, idx: int, params: dict[str, Any],
                          one: bool = False) -> PartOutcome:
         """Send one part until it has an outcome; ``one``: the only part of a message whose attempt is not in
@@ -382,10 +405,7 @@ class Dispatcher:
                 self.submitted_ok += 1
                 if self.metrics is not None:
                     self.metrics.part_submitted(client.name, smsc_id, req.received_at)
-                if one:
-                    await self.store.submitted_one(req.id, client.name, smsc_id)
-                else:
-                    await self.store.part_submitted(req.id, idx, client.name, smsc_id)
+                await self._store_resp(req.id, idx, client.name, smsc_id, one)
                 if logs.DEBUG:
                     log.debug("part_submitted", msg_id=req.id, smsc=client.name, part=idx, smsc_message_id=smsc_id)
                 return None

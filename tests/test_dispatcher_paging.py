@@ -10,15 +10,18 @@ These tests hold the read open at that moment, deterministically.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import cast
 
+from smppengine.broker import Mosquitto
 from smppengine.dispatcher import Dispatcher
 from smppengine.model import QUEUED, Request
 from smppengine.retry import RetryPolicy
 from smppengine.router import Router
-from smppengine.store import Active, Store
+from smppengine.simulator import Simulator
+from smppengine.store import Active, Store, StoreError
 
-from .helpers import eventually
+from .helpers import Watcher, eventually, make_config, running_engine, smsc, wait_bound
 
 
 class SnapshotStore:
@@ -97,3 +100,31 @@ async def test_a_new_request_offered_after_a_page_took_it_is_not_queued_twice() 
     finally:
         refill.cancel()
         await asyncio.gather(refill, return_exceptions=True)
+
+
+async def test_a_resp_whose_commit_failed_is_stored_again_and_the_message_not_sent_again(
+        tmp_path: Path, broker: Mosquitto, sim: Simulator) -> None:
+    """The SMSC accepted the submit, and the commit of its resp failed (on PostgreSQL: the connection was lost
+    during the COMMIT, outcome unknown). The store reconnects and the dispatcher reads the stored backlog again,
+    where the message still looks queued: it must not be taken in and sent again (seen in
+    tests/test_pg_restart.py: 35 of 1,500 messages submitted twice). The resp is stored again instead."""
+    cfg = make_config(str(tmp_path / "e.db"), broker.url, [smsc("a", sim.port)])
+    async with Watcher(broker.url) as w, running_engine(cfg) as engine:
+        await wait_bound(engine)
+        real = engine.store.submitted_one
+        failed: list[str] = []
+
+        async def lost_during_commit(msg_id: str, smsc_name: str, smsc_id: str) -> None:
+            if not failed:
+                failed.append(msg_id)
+                engine.dispatcher.spill()       # what the store's reconnect does: read the backlog again
+                raise StoreError("the connection was lost during the commit: (test)")
+            await real(msg_id, smsc_name, smsc_id)
+
+        engine.store.submitted_one = lost_during_commit  # type: ignore[method-assign]
+        await w.publish({"id": "r1", "to": "+447700900123", "text": "once"})
+        await w.wait_final(["r1"])
+        await asyncio.sleep(0.5)                # a second submit, if any, has time to happen
+    assert failed == ["r1"]
+    assert w.states("r1") == ["queued", "submitted", "delivered"]
+    assert len([r for r in sim.ok_submits() if r.destination_addr == "447700900123"]) == 1

@@ -894,6 +894,30 @@ async def _pg_nothing(c: Any) -> None:
     return None
 
 
+async def test_postgres_a_resp_stored_again_after_an_unknown_commit_changes_nothing() -> None:
+    """PostgreSQL: a commit lost during its COMMIT may have committed; the dispatcher then stores the same resp
+    again. The replay is no new attempt, no second event and no resubmit, for one part and for several."""
+    url = pg_store_url()
+    s = open_store(url, "sms")
+    await s.open()
+    try:
+        await s.accept([req("one")], [], 3600)
+        for _ in range(2):
+            await s.submitted_one("one", "a", "abc1")
+        await submit(s, "two", ["b1", "b2"])
+        await s.part_submitted("two", 1, "a", "b2")
+        assert await states(s, "one") == ["queued", "submitted"]
+        assert await states(s, "two") == ["queued", "submitted"]
+        tr = await s.trace("one")
+        assert tr is not None and tr["attempt"] == 1
+        assert "resubmits_after_ok" not in (await s.stats(0))["counters"]
+        assert await s.receipt("a", dlr(str(0xABC1))) == "matched"
+        assert await states(s, "one") == ["queued", "submitted", "delivered"]
+    finally:
+        await s.close()
+        await drop_pg_schemas([url.rsplit("schema=", 1)[1]])
+
+
 async def test_postgres_acknowledged_rows_are_not_held_back_by_a_busy_store() -> None:
     """PostgreSQL: the publisher's "acknowledged" returns while a commit runs; the rows are not handed out
     again nor counted as waiting, and their DELETE is committed with the next group commit."""

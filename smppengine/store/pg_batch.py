@@ -476,6 +476,8 @@ class Batch:
         pt = ps.get(idx)
         if pt is None:
             pt = ps[idx] = Part(idx)
+        if pt.smsc_message_id == smsc_id:
+            return          # this resp is stored already: a replay after a commit whose outcome was unknown
         if pt.smsc_message_id is not None:
             self._bump("resubmits_after_ok")        # its OK resp was committed before: it was sent twice
         else:
@@ -502,6 +504,9 @@ class Batch:
         self.want_hkeys.update((smsc, k) for k in receipt_id_keys(smsc_id))
 
     def submitted_one(self, msg_id: str, smsc: str, smsc_id: str) -> None:
+        pt = self.parts.get(msg_id, {}).get(0)
+        if pt is not None and pt.smsc_message_id == smsc_id:
+            return          # stored already (a replay after a commit whose outcome was unknown): not a new attempt
         attempt, _ = self.begin_attempt(msg_id, smsc, 1, None)
         if attempt:         # 0: not in the store, or owned by another instance
             self.part_submitted(msg_id, 0, smsc, smsc_id)
